@@ -1,0 +1,38 @@
+# imgpipe: `make demo` runs the pipeline end to end on the local stack; `make test` runs every test against it.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# The local stack's endpoints (written by scripts/stack/start.sh) exported into every recipe that needs them.
+WITH_STACK := set -a && source .stack/env && set +a &&
+
+.PHONY: help stack stop test demo local build fmt lint clean-data
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+stack: ## install (once) and start S3 (moto), SQS (ElasticMQ) and MongoDB (FerretDB) on 127.0.0.1
+	bash scripts/stack/start.sh
+
+stop: ## stop the local runner and the stack servers started by these scripts
+	bash scripts/local.sh stop || true
+	bash scripts/stack/stop.sh
+
+test: stack ## run the whole test suite against the local stack
+	$(WITH_STACK) cargo test --workspace --locked
+
+demo: stack ## a sample CSV through the local runner: compressed images and an output CSV out
+	$(WITH_STACK) bash scripts/demo.sh
+
+local: stack ## serve the API on http://127.0.0.1:3000 and run the worker from SQS (foreground)
+	$(WITH_STACK) bash scripts/local.sh run
+
+build: ## release build of the three functions for Lambda (cargo lambda, x86_64 here)
+	cargo lambda build --release --x86-64
+
+fmt: ## format the code
+	cargo fmt --all
+
+lint: ## formatting and clippy, as CI runs them
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings

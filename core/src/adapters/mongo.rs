@@ -1,0 +1,211 @@
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::{Collection, Database, IndexModel};
+
+use crate::domain::{ImageJob, RequestId, RequestStatus};
+use crate::error::{Error, Result};
+use crate::model::{REQUEST_DATA, REQUESTS, RequestDoc, RowDoc, Tally};
+use crate::ports::{ImageResult, Repository};
+
+/// [`Repository`] on MongoDB (or a MongoDB wire-protocol server).
+///
+/// Only single-document atomic operations are used (no transactions), so it works on a standalone server,
+/// a replica set or a sharded cluster; every filter carries `requestId`, the shard key.
+#[derive(Clone)]
+pub struct MongoRepository {
+    db: Database,
+    requests: Collection<RequestDoc>,
+    rows: Collection<RowDoc>,
+}
+
+/// Every index the queries of this module need, declared in one place.
+pub fn indexes() -> Vec<(&'static str, IndexModel)> {
+    let unique = |name: &str| IndexOptions::builder().unique(true).name(name.to_string()).build();
+    vec![
+        (REQUESTS, IndexModel::builder().keys(doc! {"requestId": 1}).options(unique("requestId_unique")).build()),
+        (
+            REQUEST_DATA,
+            IndexModel::builder()
+                .keys(doc! {"requestId": 1, "serialNumber": 1})
+                .options(unique("requestId_serialNumber_unique"))
+                .build(),
+        ),
+    ]
+}
+
+impl MongoRepository {
+    pub fn new(db: &Database) -> Self {
+        Self { db: db.clone(), requests: db.collection(REQUESTS), rows: db.collection(REQUEST_DATA) }
+    }
+
+    /// Connects with the driver's pool; the client is meant to live for the whole execution environment.
+    pub async fn connect(uri: &str, database: &str) -> Result<(mongodb::Client, Self)> {
+        let mut options = mongodb::options::ClientOptions::parse(uri).await?;
+        options.app_name.get_or_insert_with(|| "imgpipe".to_string());
+        let client = mongodb::Client::with_options(options)?;
+        let repo = Self::new(&client.database(database));
+        Ok((client, repo))
+    }
+}
+
+impl MongoRepository {
+    async fn sum_rows(&self, id: &RequestId, field: &str) -> Result<i64> {
+        let pipeline = [
+            doc! {"$match": {"requestId": id.as_str()}},
+            doc! {"$group": {"_id": Bson::Null, "total": {"$sum": field}}},
+        ];
+        let mut cursor = self.rows.aggregate(pipeline).await?;
+        Ok(cursor.try_next().await?.map_or(0, |d| as_i64(d.get("total"))))
+    }
+}
+
+fn slot(job: &ImageJob, field: &str) -> String {
+    format!("images.{}.{field}", job.index)
+}
+
+fn as_i64(value: Option<&Bson>) -> i64 {
+    match value {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Double(n)) => *n as i64,
+        _ => 0,
+    }
+}
+
+#[async_trait]
+impl Repository for MongoRepository {
+    async fn ensure_indexes(&self) -> Result<()> {
+        for (collection, index) in indexes() {
+            self.db.collection::<Document>(collection).create_index(index).await?;
+        }
+        Ok(())
+    }
+
+    async fn create_request(&self, request: &RequestDoc, rows: &[RowDoc]) -> Result<()> {
+        self.requests.insert_one(request).await?;
+        if !rows.is_empty() {
+            self.rows.insert_many(rows).ordered(false).await?;
+        }
+        Ok(())
+    }
+
+    async fn get_request(&self, id: &RequestId) -> Result<Option<RequestDoc>> {
+        Ok(self.requests.find_one(doc! {"requestId": id.as_str()}).await?)
+    }
+
+    async fn get_row(&self, id: &RequestId, serial_number: i64) -> Result<Option<RowDoc>> {
+        Ok(self.rows.find_one(doc! {"requestId": id.as_str(), "serialNumber": serial_number}).await?)
+    }
+
+    async fn rows_page(&self, id: &RequestId, after: Option<i64>, limit: i64) -> Result<Vec<RowDoc>> {
+        let filter = match after {
+            Some(after) => doc! {"requestId": id.as_str(), "serialNumber": {"$gt": after}},
+            None => doc! {"requestId": id.as_str()},
+        };
+        let cursor = self.rows.find(filter).sort(doc! {"serialNumber": 1}).limit(limit).await?;
+        Ok(cursor.try_collect().await?)
+    }
+
+    async fn all_rows(&self, id: &RequestId) -> Result<Vec<RowDoc>> {
+        let cursor = self.rows.find(doc! {"requestId": id.as_str()}).sort(doc! {"serialNumber": 1}).await?;
+        Ok(cursor.try_collect().await?)
+    }
+
+    async fn settle_image(&self, job: &ImageJob, result: &ImageResult) -> Result<Option<RowDoc>> {
+        let mut set = doc! { slot(job, "state"): result.state().as_str() };
+        let failed = match result {
+            ImageResult::Succeeded { output_key, output_url } => {
+                set.insert(slot(job, "outputKey"), output_key);
+                set.insert(slot(job, "outputUrl"), output_url);
+                0
+            }
+            ImageResult::Failed { reason } => {
+                set.insert(slot(job, "error"), reason);
+                1
+            }
+        };
+        let filter = doc! {
+            "requestId": job.request_id.as_str(),
+            "serialNumber": job.serial_number,
+            slot(job, "state"): "pending",
+        };
+        let update = doc! {"$set": set, "$inc": {"settledImages": 1_i64, "failedImages": failed as i64}};
+        Ok(self.rows.find_one_and_update(filter, update).return_document(ReturnDocument::After).await?)
+    }
+
+    async fn complete_row(
+        &self,
+        id: &RequestId,
+        serial_number: i64,
+        output_urls: &[String],
+        at: DateTime,
+    ) -> Result<()> {
+        self.rows
+            .update_one(
+                doc! {"requestId": id.as_str(), "serialNumber": serial_number, "completedAt": {"$exists": false}},
+                doc! {"$set": {"outputImageUrls": output_urls, "completedAt": at}},
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn count_image(&self, job: &ImageJob) -> Result<Option<RequestDoc>> {
+        let request = self
+            .requests
+            .find_one_and_update(doc! {"requestId": job.request_id.as_str()}, doc! {"$inc": {"progressHint": 1_i64}})
+            .return_document(ReturnDocument::After)
+            .await?;
+        self.rows
+            .update_one(
+                doc! {"requestId": job.request_id.as_str(), "serialNumber": job.serial_number},
+                doc! {"$set": {slot(job, "counted"): true}},
+            )
+            .await?;
+        Ok(request)
+    }
+
+    async fn mark_processing(&self, id: &RequestId) -> Result<()> {
+        self.requests
+            .update_one(
+                doc! {"requestId": id.as_str(), "status": RequestStatus::Pending.as_str()},
+                doc! {"$set": {"status": RequestStatus::Processing.as_str()}},
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn tally(&self, id: &RequestId) -> Result<Tally> {
+        // One accumulator per `$group`: FerretDB 1.x silently returns 0 for every accumulator after the first
+        // (pinned by a test), so the two sums are two small pipelines over the same index range.
+        let (settled, failed) =
+            futures::try_join!(self.sum_rows(id, "$settledImages"), self.sum_rows(id, "$failedImages"))?;
+        Ok(Tally { settled, failed })
+    }
+
+    async fn finalise(
+        &self,
+        id: &RequestId,
+        status: RequestStatus,
+        tally: Tally,
+        output_csv_key: &str,
+        at: DateTime,
+    ) -> Result<bool> {
+        if !status.is_final() {
+            return Err(Error::Corrupt(format!("finalise with non-final status {status:?}")));
+        }
+        let filter = doc! {
+            "requestId": id.as_str(),
+            "status": {"$in": [RequestStatus::Pending.as_str(), RequestStatus::Processing.as_str()]},
+        };
+        let update = doc! {"$set": {
+            "status": status.as_str(),
+            "completedAt": at,
+            "succeededImages": tally.settled - tally.failed,
+            "failedImages": tally.failed,
+            "outputCsvKey": output_csv_key,
+        }};
+        Ok(self.requests.update_one(filter, update).await?.modified_count == 1)
+    }
+}

@@ -1,0 +1,119 @@
+//! One `Config`, read once from the environment (prefix `IMGPIPE_`).
+//!
+//! Every setting here is listed in the README's configuration table and in `template.yaml`.
+
+use serde::Deserialize;
+
+fn default_database() -> String {
+    "imgpipe".into()
+}
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_quality() -> u8 {
+    50
+}
+fn default_fetch_timeout_ms() -> u64 {
+    15_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    3_000
+}
+fn default_max_image_bytes() -> u64 {
+    40 * 1024 * 1024
+}
+fn default_max_pixels() -> u64 {
+    50_000_000
+}
+fn default_max_dimension() -> u32 {
+    20_000
+}
+fn default_url_expiry_secs() -> u64 {
+    3600
+}
+fn default_max_csv_bytes() -> usize {
+    10 * 1024 * 1024
+}
+fn default_max_rows() -> usize {
+    100_000
+}
+fn default_max_urls_per_row() -> usize {
+    50
+}
+fn default_enqueue_concurrency() -> usize {
+    16
+}
+
+/// Runtime settings of every function. Field `foo_bar` is read from `IMGPIPE_FOO_BAR`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    /// MongoDB connection string (`mongodb://` or `mongodb+srv://`).
+    pub mongodb_uri: String,
+    /// Database that holds `Requests` and `RequestData`.
+    #[serde(default = "default_database")]
+    pub mongodb_database: String,
+    /// Bucket that receives uploaded CSVs (`uploads/…`) and dropped CSVs (`incoming/…`).
+    pub uploads_bucket: String,
+    /// Private bucket for compressed images and output CSVs.
+    pub outputs_bucket: String,
+    /// URL of the SQS queue with one message per image.
+    pub queue_url: String,
+    /// AWS region; also used for the local stack.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Custom S3 endpoint (local stack); path-style addressing is used when set.
+    #[serde(default)]
+    pub s3_endpoint: Option<String>,
+    /// Custom SQS endpoint (local stack).
+    #[serde(default)]
+    pub sqs_endpoint: Option<String>,
+    /// Base URL of the HTTP API, used to build `statusUrl` (else a relative path is returned).
+    #[serde(default)]
+    pub api_base_url: Option<String>,
+    /// JPEG quality of the compressed images (1–100).
+    #[serde(default = "default_quality")]
+    pub jpeg_quality: u8,
+    /// Total time allowed to fetch one image.
+    #[serde(default = "default_fetch_timeout_ms")]
+    pub fetch_timeout_ms: u64,
+    /// Time allowed to open the connection of an image fetch.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Largest image body accepted, enforced while streaming.
+    #[serde(default = "default_max_image_bytes")]
+    pub max_image_bytes: u64,
+    /// Largest decoded image, in pixels (width × height), refused before decoding.
+    #[serde(default = "default_max_pixels")]
+    pub max_pixels: u64,
+    /// Largest width or height accepted.
+    #[serde(default = "default_max_dimension")]
+    pub max_dimension: u32,
+    /// Lifetime of presigned URLs handed out by the status API.
+    #[serde(default = "default_url_expiry_secs")]
+    pub url_expiry_secs: u64,
+    /// Largest CSV accepted by the upload API.
+    #[serde(default = "default_max_csv_bytes")]
+    pub max_csv_bytes: usize,
+    /// Most product rows in one CSV.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    /// Most image URLs in one row.
+    #[serde(default = "default_max_urls_per_row")]
+    pub max_urls_per_row: usize,
+    /// `SendMessageBatch` calls in flight at once during an upload.
+    #[serde(default = "default_enqueue_concurrency")]
+    pub enqueue_concurrency: usize,
+}
+
+impl Config {
+    /// Reads `IMGPIPE_*` variables; `AWS_REGION` is used when `IMGPIPE_REGION` is not set.
+    pub fn from_env() -> Result<Self, envy::Error> {
+        let mut config: Config = envy::prefixed("IMGPIPE_").from_env()?;
+        if std::env::var_os("IMGPIPE_REGION").is_none() {
+            if let Ok(region) = std::env::var("AWS_REGION") {
+                config.region = region;
+            }
+        }
+        Ok(config)
+    }
+}

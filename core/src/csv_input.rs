@@ -1,0 +1,365 @@
+//! The CSV contract: parse an uploaded file into validated [`ProductRow`]s, reporting every bad row.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::domain::{ImageUrl, ProductRow};
+
+/// Most row errors listed in one rejection; `total` still counts all of them.
+pub const MAX_LISTED_ERRORS: usize = 100;
+
+/// Limits applied while parsing.
+#[derive(Debug, Clone, Copy)]
+pub struct CsvLimits {
+    pub max_rows: usize,
+    pub max_urls_per_row: usize,
+}
+
+/// One problem found in the file, located by 1-based line and column name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowError {
+    pub line: u64,
+    pub column: String,
+    pub value: String,
+    pub message: String,
+}
+
+/// A rejected CSV: the first [`MAX_LISTED_ERRORS`] errors in file order, and how many there were.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("the CSV has {total} error(s)")]
+pub struct CsvRejection {
+    pub errors: Vec<RowError>,
+    pub total: usize,
+}
+
+pub const COL_SERIAL: &str = "S. No.";
+pub const COL_PRODUCT: &str = "Product Name";
+pub const COL_URLS: &str = "Input Image Urls";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Column {
+    Serial,
+    Product,
+    Urls,
+}
+
+impl Column {
+    fn name(self) -> &'static str {
+        match self {
+            Column::Serial => COL_SERIAL,
+            Column::Product => COL_PRODUCT,
+            Column::Urls => COL_URLS,
+        }
+    }
+
+    /// Header names are compared lower-cased with everything but letters and digits removed.
+    fn from_header(raw: &str) -> Option<Self> {
+        let key: String = raw.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase();
+        match key.as_str() {
+            "sno" | "serialnumber" | "serialno" | "serial" => Some(Column::Serial),
+            "productname" | "product" => Some(Column::Product),
+            "inputimageurls" | "inputimageurl" | "imageurls" => Some(Column::Urls),
+            _ => None,
+        }
+    }
+}
+
+struct Collector {
+    errors: Vec<RowError>,
+    total: usize,
+}
+
+impl Collector {
+    fn push(&mut self, line: u64, column: &str, value: &str, message: impl Into<String>) {
+        self.total += 1;
+        if self.errors.len() < MAX_LISTED_ERRORS {
+            let mut value = value.to_string();
+            if value.len() > 200 {
+                let cut = (0..=200).rev().find(|&i| value.is_char_boundary(i)).unwrap_or(0);
+                value.truncate(cut);
+                value.push('…');
+            }
+            self.errors.push(RowError { line, column: column.to_string(), value, message: message.into() });
+        }
+    }
+}
+
+/// 1-based line numbers of records. The `csv` crate's own line counter drifts on blank lines and CRLF, so the
+/// line is computed from the record's byte offset, skipping the line terminators that precede it.
+struct Lines<'a> {
+    input: &'a [u8],
+    newlines: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        Self { input, newlines: input.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i).collect() }
+    }
+
+    fn of(&self, position: Option<&csv::Position>) -> u64 {
+        let Some(position) = position else { return 0 };
+        let mut at = position.byte() as usize;
+        while at < self.input.len() && matches!(self.input[at], b'\r' | b'\n') {
+            at += 1;
+        }
+        (self.newlines.partition_point(|&n| n < at) + 1) as u64
+    }
+}
+
+fn field_str<'a>(record: &'a csv::ByteRecord, i: usize) -> Result<&'a str, ()> {
+    std::str::from_utf8(record.get(i).unwrap_or_default()).map_err(|_| ())
+}
+
+/// Parses and validates a whole CSV. Either every row is good, or every bad row is reported.
+pub fn parse_csv(input: &[u8], limits: CsvLimits) -> Result<Vec<ProductRow>, CsvRejection> {
+    let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
+    let lines = Lines::new(input);
+    let mut errs = Collector { errors: Vec::new(), total: 0 };
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
+    let mut records = reader.byte_records();
+
+    // Header: the first non-blank record.
+    let mut order: Vec<Column> = Vec::new();
+    let header = loop {
+        match records.next() {
+            None => {
+                errs.push(1, "", "", "the file is empty: expected a header `S. No.,Product Name,Input Image Urls`");
+                return Err(CsvRejection { errors: errs.errors, total: errs.total });
+            }
+            Some(Err(e)) => {
+                errs.push(lines.of(e.position()).max(1), "", "", format!("unreadable CSV: {e}"));
+                return Err(CsvRejection { errors: errs.errors, total: errs.total });
+            }
+            Some(Ok(r)) if r.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) => continue,
+            Some(Ok(r)) => break r,
+        }
+    };
+    let header_line = lines.of(header.position()).max(1);
+    for (i, raw) in header.iter().enumerate() {
+        let raw = String::from_utf8_lossy(raw);
+        if raw.trim().is_empty() && i >= 3 {
+            continue; // trailing empty header cells (a stray comma) are harmless
+        }
+        match Column::from_header(&raw) {
+            Some(c) if !order.contains(&c) => order.push(c),
+            Some(c) => errs.push(header_line, c.name(), &raw, "duplicate column"),
+            None => errs.push(
+                header_line,
+                &format!("column {}", i + 1),
+                &raw,
+                "unknown column: expected `S. No.`, `Product Name` and `Input Image Urls`",
+            ),
+        }
+    }
+    for c in [Column::Serial, Column::Product, Column::Urls] {
+        if !order.contains(&c) {
+            errs.push(header_line, c.name(), "", "missing column");
+        }
+    }
+    if errs.total > 0 {
+        return Err(CsvRejection { errors: errs.errors, total: errs.total });
+    }
+    let url_col = order.iter().position(|&c| c == Column::Urls).expect("checked above");
+
+    let mut rows = Vec::new();
+    let mut seen: HashMap<i64, u64> = HashMap::new();
+    for record in records {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                errs.push(lines.of(e.position()), "", "", format!("unreadable CSV: {e}"));
+                break;
+            }
+        };
+        let line = lines.of(record.position());
+        if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
+            continue; // blank line, or a line of empty cells
+        }
+        let before = errs.total;
+        let mut serial = None;
+        let mut product = None;
+        let mut urls: Vec<ImageUrl> = Vec::new();
+        let mut url_texts: Vec<String> = Vec::new();
+
+        for (i, &column) in order.iter().enumerate() {
+            let Ok(value) = field_str(&record, i) else {
+                errs.push(line, column.name(), "", "not valid UTF-8");
+                continue;
+            };
+            match column {
+                Column::Serial => {
+                    let t = value.trim();
+                    let t = t.strip_suffix('.').unwrap_or(t).trim();
+                    match t.parse::<i64>() {
+                        Ok(n) if n > 0 => serial = Some(n),
+                        _ => errs.push(line, column.name(), value, "serial number must be a positive integer"),
+                    }
+                }
+                Column::Product => {
+                    let t = value.trim();
+                    if t.is_empty() {
+                        errs.push(line, column.name(), value, "product name is required");
+                    } else {
+                        product = Some(t.to_string());
+                    }
+                }
+                Column::Urls => url_texts.extend(value.split(',').map(str::to_string)),
+            }
+        }
+        // An unquoted URL list spills into extra columns: those cells are more URLs of this row.
+        if record.len() > order.len() {
+            if url_col + 1 != order.len() {
+                errs.push(
+                    line,
+                    COL_URLS,
+                    "",
+                    format!("row has {} cells but the header has {}; quote the URL list", record.len(), order.len()),
+                );
+            } else {
+                for i in order.len()..record.len() {
+                    match field_str(&record, i) {
+                        Ok(v) => url_texts.extend(v.split(',').map(str::to_string)),
+                        Err(()) => errs.push(line, COL_URLS, "", "not valid UTF-8"),
+                    }
+                }
+            }
+        }
+        for text in url_texts.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+            match ImageUrl::parse(text) {
+                Ok(u) => urls.push(u),
+                Err(e) => errs.push(line, COL_URLS, text, format!("invalid image URL: {e}")),
+            }
+        }
+        if urls.is_empty() && errs.total == before {
+            errs.push(line, COL_URLS, "", "at least one image URL is required");
+        }
+        if urls.len() > limits.max_urls_per_row {
+            errs.push(
+                line,
+                COL_URLS,
+                "",
+                format!("{} image URLs; at most {} per row", urls.len(), limits.max_urls_per_row),
+            );
+        }
+        if let Some(n) = serial {
+            if let Some(first) = seen.insert(n, line) {
+                errs.push(line, COL_SERIAL, &n.to_string(), format!("duplicate serial number (first on line {first})"));
+                seen.insert(n, first);
+            }
+        }
+        if errs.total == before {
+            if let (Some(serial_number), Some(product_name)) = (serial, product) {
+                rows.push(ProductRow { line, serial_number, product_name, input_image_urls: urls });
+            }
+        }
+        if seen.len() > limits.max_rows {
+            errs.push(line, "", "", format!("too many rows: at most {}", limits.max_rows));
+            break;
+        }
+    }
+    if errs.total == 0 && rows.is_empty() {
+        errs.push(header_line, "", "", "the file has a header but no product rows");
+    }
+    if errs.total > 0 {
+        return Err(CsvRejection { errors: errs.errors, total: errs.total });
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: CsvLimits = CsvLimits { max_rows: 1000, max_urls_per_row: 10 };
+
+    fn urls(row: &ProductRow) -> Vec<&str> {
+        row.input_image_urls.iter().map(ImageUrl::as_str).collect()
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let csv = "S. No.,Product Name,Input Image Urls\n\
+                   1,SKU1,\"https://a.example/1.jpg,https://a.example/2.jpg\"\n\
+                   2,SKU2,https://a.example/3.png\n";
+        let rows = parse_csv(csv.as_bytes(), LIMITS).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].serial_number, rows[0].product_name.as_str(), rows[0].line), (1, "SKU1", 2));
+        assert_eq!(urls(&rows[0]), ["https://a.example/1.jpg", "https://a.example/2.jpg"]);
+        assert_eq!(urls(&rows[1]), ["https://a.example/3.png"]);
+    }
+
+    #[test]
+    fn accepts_spreadsheet_quirks() {
+        let csv = "\u{feff}serial number , PRODUCT NAME,inputImageUrls\r\n\r\n 1. ,\"Shoe, \"\"red\"\"\",\"https://a.example/1.jpg, https://a.example/2.jpg\"\r\n,,\r\n2,Hat,https://a.example/3.jpg,https://a.example/4.jpg\r\n";
+        let rows = parse_csv(csv.as_bytes(), LIMITS).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].serial_number, 1);
+        assert_eq!(rows[0].product_name, "Shoe, \"red\"");
+        assert_eq!(urls(&rows[0]), ["https://a.example/1.jpg", "https://a.example/2.jpg"]);
+        // unquoted URL list spilled into a fourth column: kept, not dropped
+        assert_eq!(urls(&rows[1]), ["https://a.example/3.jpg", "https://a.example/4.jpg"]);
+        assert_eq!((rows[0].line, rows[1].line), (3, 5));
+    }
+
+    #[test]
+    fn reports_every_bad_row_with_line_and_column() {
+        let csv = "S. No.,Product Name,Input Image Urls\n\
+                   x,A,https://a.example/1.jpg\n\
+                   2,,https://a.example/1.jpg\n\
+                   3,C,ftp://a.example/1.jpg\n\
+                   3,D,https://a.example/2.jpg\n\
+                   5,E,\n";
+        let err = parse_csv(csv.as_bytes(), LIMITS).unwrap_err();
+        let got: Vec<(u64, &str)> = err.errors.iter().map(|e| (e.line, e.column.as_str())).collect();
+        assert_eq!(got, [(2, COL_SERIAL), (3, COL_PRODUCT), (4, COL_URLS), (5, COL_SERIAL), (6, COL_URLS)]);
+        assert_eq!(err.total, 5);
+        assert_eq!(err.errors[3].message, "duplicate serial number (first on line 4)");
+    }
+
+    #[test]
+    fn rejects_bad_headers_and_empty_files() {
+        assert_eq!(parse_csv(b"", LIMITS).unwrap_err().errors[0].line, 1);
+        let err = parse_csv(b"id,name\n1,a\n", LIMITS).unwrap_err();
+        assert_eq!(err.total, 5, "{err:?}"); // two unknown columns, three missing
+        let err = parse_csv(b"S. No.,Product Name,Input Image Urls\n", LIMITS).unwrap_err();
+        assert!(err.errors[0].message.contains("no product rows"));
+    }
+
+    #[test]
+    fn enforces_limits() {
+        let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
+        for i in 1..=3 {
+            csv.push_str(&format!("{i},P{i},https://a.example/{i}.jpg\n"));
+        }
+        let err = parse_csv(csv.as_bytes(), CsvLimits { max_rows: 2, max_urls_per_row: 10 }).unwrap_err();
+        assert!(err.errors[0].message.contains("too many rows"));
+        let err = parse_csv(csv.as_bytes(), CsvLimits { max_rows: 10, max_urls_per_row: 0 }).unwrap_err();
+        assert_eq!(err.total, 3);
+    }
+
+    #[test]
+    fn caps_the_listed_errors_but_counts_all() {
+        let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
+        for _ in 0..150 {
+            csv.push_str("bad,P,https://a.example/1.jpg\n");
+        }
+        let err = parse_csv(csv.as_bytes(), CsvLimits { max_rows: 1000, max_urls_per_row: 10 }).unwrap_err();
+        assert_eq!(err.errors.len(), MAX_LISTED_ERRORS);
+        assert_eq!(err.total, 150);
+    }
+
+    #[test]
+    fn lines_count_blank_lines_crlf_and_quoted_newlines() {
+        let csv = "S. No.,Product Name,Input Image Urls\r\n\r\n1,\"two\r\nlines\",https://a.example/1.jpg\r\n\r\n\r\nx,B,https://a.example/2.jpg\r\n";
+        let err = parse_csv(csv.as_bytes(), LIMITS).unwrap_err();
+        assert_eq!((err.errors[0].line, err.errors[0].column.as_str()), (7, COL_SERIAL));
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        let err = parse_csv(b"S. No.,Product Name,Input Image Urls\n1,\xff\xfe,https://a.example/1.jpg\n", LIMITS)
+            .unwrap_err();
+        assert_eq!((err.errors[0].line, err.errors[0].column.as_str()), (2, COL_PRODUCT));
+    }
+}

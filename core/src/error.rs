@@ -1,0 +1,48 @@
+//! Library errors. They are mapped once to HTTP statuses (`crate::api`) and to SQS retry decisions
+//! (the worker's [`crate::service::process::Outcome`]).
+
+use crate::csv_input::CsvRejection;
+use crate::domain::{InvalidRequestId, RequestId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    InvalidCsv(#[from] CsvRejection),
+    #[error(transparent)]
+    InvalidRequestId(#[from] InvalidRequestId),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request {0} was not found")]
+    NotFound(RequestId),
+    #[error("no route for {0}")]
+    NoRoute(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("request {0} is still running")]
+    NotReady(RequestId),
+    /// S3 failed; worth retrying.
+    #[error("object storage error: {0}")]
+    Storage(String),
+    /// SQS failed; worth retrying.
+    #[error("queue error: {0}")]
+    Queue(String),
+    /// MongoDB failed; worth retrying.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The image source failed in a way a retry may fix (timeout, 5xx, 429).
+    #[error("image source unavailable: {0}")]
+    Upstream(String),
+    /// A stored document does not have the shape this code writes.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+impl From<mongodb::error::Error> for Error {
+    fn from(e: mongodb::error::Error) -> Self {
+        Error::Database(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

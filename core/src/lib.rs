@@ -1,0 +1,25 @@
+//! imgpipe core: the domain, the ports and their adapters, and the services the Lambda functions call.
+//!
+//! Each Lambda function is a thin adapter: it parses its event, calls a service here, and maps the result.
+
+pub mod adapters;
+pub mod api;
+pub mod app;
+pub mod compress;
+pub mod config;
+pub mod csv_input;
+pub mod csv_output;
+pub mod domain;
+pub mod error;
+pub mod fetch;
+pub mod model;
+pub mod ports;
+pub mod service;
+pub mod telemetry;
+
+pub use app::App;
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// Re-exported so that callers use the same BSON types as the repository.
+pub use mongodb::bson;

@@ -1,0 +1,100 @@
+//! The MongoDB documents: the seed design's `Requests` and `RequestData`, with the fields it lacked
+//! (progress counters, per-image state and errors). Field names are the seed's, in camelCase.
+
+use std::collections::BTreeMap;
+
+use mongodb::bson::DateTime;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ImageState, RequestId, RequestStatus};
+
+pub const REQUESTS: &str = "Requests";
+pub const REQUEST_DATA: &str = "RequestData";
+
+/// One document per upload in `Requests`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestDoc {
+    pub request_id: RequestId,
+    pub status: RequestStatus,
+    pub created_at: DateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime>,
+    pub total_products: i64,
+    pub total_images: i64,
+    /// Images settled as reported by workers. A trigger for the exact recount that finalises the request:
+    /// it can run ahead of the truth after a crash or a duplicate delivery, never behind it.
+    #[serde(default)]
+    pub progress_hint: i64,
+    /// Exact counts, written when the request is finalised (while running they are summed from `RequestData`).
+    #[serde(default)]
+    pub succeeded_images: i64,
+    #[serde(default)]
+    pub failed_images: i64,
+    /// Where the input CSV is stored.
+    pub input_csv_bucket: String,
+    pub input_csv_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_csv_key: Option<String>,
+}
+
+/// One image of a row: its state and, once settled, its output or its error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSlot {
+    pub state: ImageState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether this image's settlement was added to `Requests.progressHint`.
+    #[serde(default)]
+    pub counted: bool,
+}
+
+impl ImageSlot {
+    pub fn pending() -> Self {
+        Self { state: ImageState::Pending, output_key: None, output_url: None, error: None, counted: false }
+    }
+}
+
+/// One document per CSV row in `RequestData`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RowDoc {
+    pub request_id: RequestId,
+    pub serial_number: i64,
+    pub product_name: String,
+    pub input_image_urls: Vec<String>,
+    /// Aligned with `inputImageUrls`; written when every image of the row is settled
+    /// (a failed image leaves an empty string at its position).
+    pub output_image_urls: Vec<String>,
+    pub created_at: DateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime>,
+    /// Per-image state, keyed by the image's index in `inputImageUrls` ("0", "1", …).
+    pub images: BTreeMap<String, ImageSlot>,
+    pub total_images: i64,
+    pub settled_images: i64,
+    pub failed_images: i64,
+}
+
+impl RowDoc {
+    /// The image slots in input order.
+    pub fn slots(&self) -> Vec<Option<&ImageSlot>> {
+        (0..self.input_image_urls.len()).map(|i| self.images.get(&i.to_string())).collect()
+    }
+
+    pub fn is_settled(&self) -> bool {
+        self.settled_images >= self.total_images
+    }
+}
+
+/// Exact progress of a request, summed over its rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub settled: i64,
+    pub failed: i64,
+}

@@ -1,0 +1,87 @@
+//! Ports: what the services need from the outside world. Adapters live in [`crate::adapters`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mongodb::bson::DateTime;
+
+use crate::domain::{ImageJob, ImageState, RequestId, RequestStatus};
+use crate::error::Result;
+use crate::model::{RequestDoc, RowDoc, Tally};
+
+/// Object storage (S3).
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<()>;
+    /// `None` when the object does not exist.
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>>;
+    /// A time-limited GET URL for a private object.
+    async fn presign_get(&self, bucket: &str, key: &str, expires_in: Duration) -> Result<String>;
+    /// The object's canonical (unsigned) URL.
+    fn object_url(&self, bucket: &str, key: &str) -> String;
+}
+
+/// The image job queue (SQS).
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Sends every job, in batches; fails only if some job could not be sent after retries.
+    async fn send_jobs(&self, jobs: &[ImageJob]) -> Result<()>;
+}
+
+/// How one image ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageResult {
+    Succeeded { output_key: String, output_url: String },
+    Failed { reason: String },
+}
+
+impl ImageResult {
+    pub fn state(&self) -> ImageState {
+        match self {
+            ImageResult::Succeeded { .. } => ImageState::Succeeded,
+            ImageResult::Failed { .. } => ImageState::Failed,
+        }
+    }
+}
+
+/// The document store (MongoDB).
+#[async_trait]
+pub trait Repository: Send + Sync {
+    /// Creates the indexes the queries need; safe to call at every start.
+    async fn ensure_indexes(&self) -> Result<()>;
+    /// Inserts the request and all its rows.
+    async fn create_request(&self, request: &RequestDoc, rows: &[RowDoc]) -> Result<()>;
+    async fn get_request(&self, id: &RequestId) -> Result<Option<RequestDoc>>;
+    async fn get_row(&self, id: &RequestId, serial_number: i64) -> Result<Option<RowDoc>>;
+    /// Rows with a serial number above `after`, in serial order.
+    async fn rows_page(&self, id: &RequestId, after: Option<i64>, limit: i64) -> Result<Vec<RowDoc>>;
+    /// Every row of a request in serial order.
+    async fn all_rows(&self, id: &RequestId) -> Result<Vec<RowDoc>>;
+    /// Moves one image from `pending` to its result, exactly once. Returns the row after the change,
+    /// or `None` when the image was already settled (by this job's earlier delivery or a parallel one).
+    async fn settle_image(&self, job: &ImageJob, result: &ImageResult) -> Result<Option<RowDoc>>;
+    /// Writes the row's aligned `outputImageUrls` and `completedAt` (idempotent).
+    async fn complete_row(
+        &self,
+        id: &RequestId,
+        serial_number: i64,
+        output_urls: &[String],
+        at: DateTime,
+    ) -> Result<()>;
+    /// Adds one settled image to the request's progress hint and marks the image as counted.
+    /// Returns the request after the increment.
+    async fn count_image(&self, job: &ImageJob) -> Result<Option<RequestDoc>>;
+    /// `pending` → `processing` (no-op in any other state).
+    async fn mark_processing(&self, id: &RequestId) -> Result<()>;
+    /// Exact settled / failed counts summed over the rows.
+    async fn tally(&self, id: &RequestId) -> Result<Tally>;
+    /// Sets the final status once: returns `false` if the request was already final.
+    async fn finalise(
+        &self,
+        id: &RequestId,
+        status: RequestStatus,
+        tally: Tally,
+        output_csv_key: &str,
+        at: DateTime,
+    ) -> Result<bool>;
+}

@@ -1,0 +1,5 @@
+//! The use cases behind the three functions.
+
+pub mod ingest;
+pub mod process;
+pub mod status;

@@ -1,0 +1,147 @@
+//! Worker: compress one image, record it exactly once, and finalise the request after its last image.
+//!
+//! Exactness without transactions:
+//! 1. the image's slot in its `RequestData` row moves from `pending` to `succeeded`/`failed` in one guarded
+//!    update, together with the row's counters, so a redelivered or parallel message cannot count it twice;
+//! 2. the request's `progressHint` is then incremented; it only decides *when* to recount, so a crash between
+//!    1 and 2 (redelivery increments it again) or a duplicate can only make it run ahead;
+//! 3. once the hint reaches the total, the exact counts are summed from the rows, and the request is finalised
+//!    by a guarded `pending|processing → completed|failed` update, which succeeds once.
+
+use mongodb::bson::DateTime;
+use tracing::Instrument;
+
+use crate::App;
+use crate::compress::{CompressLimits, compress};
+use crate::csv_output::{output_urls, write_csv};
+use crate::domain::{ImageJob, ImageState, RequestStatus, output_csv_key};
+use crate::error::{Error, Result};
+use crate::fetch::FetchError;
+use crate::model::{RequestDoc, RowDoc};
+use crate::ports::ImageResult;
+
+/// What happened to a job that did not need a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Processed {
+    /// This delivery settled the image.
+    Settled(ImageState),
+    /// The image had already been settled by an earlier or parallel delivery.
+    AlreadySettled,
+}
+
+/// Processes one job. `Err` means "retry later" (the message goes back to the queue); permanent problems with
+/// the image itself are recorded on the image and return `Ok`.
+pub async fn process_job(app: &App, job: &ImageJob) -> Result<Processed> {
+    let span =
+        tracing::info_span!("image", requestId = %job.request_id, serialNumber = job.serial_number, index = job.index);
+    process(app, job).instrument(span).await
+}
+
+async fn process(app: &App, job: &ImageJob) -> Result<Processed> {
+    let row = app
+        .repo
+        .get_row(&job.request_id, job.serial_number)
+        .await?
+        .ok_or_else(|| Error::NotFound(job.request_id.clone()))?;
+    let slot = row
+        .images
+        .get(&job.index.to_string())
+        .ok_or_else(|| Error::Corrupt(format!("row {} has no image {}", job.serial_number, job.index)))?;
+    if slot.state != ImageState::Pending {
+        tracing::info!(state = slot.state.as_str(), "image already settled; reconciling");
+        advance(app, job, row).await?;
+        return Ok(Processed::AlreadySettled);
+    }
+
+    let result = match compress_from_url(app, job).await {
+        Ok(jpeg) => {
+            let key = job.output_key();
+            app.blobs.put(&app.config.outputs_bucket, &key, jpeg, "image/jpeg").await?;
+            let url = app.blobs.object_url(&app.config.outputs_bucket, &key);
+            ImageResult::Succeeded { output_key: key, output_url: url }
+        }
+        Err(ImageFailure::Permanent(reason)) => {
+            tracing::warn!(%reason, "image failed");
+            ImageResult::Failed { reason }
+        }
+        Err(ImageFailure::Transient(reason)) => return Err(Error::Upstream(reason)),
+    };
+    match app.repo.settle_image(job, &result).await? {
+        Some(row) => {
+            tracing::info!(state = result.state().as_str(), "image settled");
+            advance(app, job, row).await?;
+            Ok(Processed::Settled(result.state()))
+        }
+        None => {
+            let row = app
+                .repo
+                .get_row(&job.request_id, job.serial_number)
+                .await?
+                .ok_or_else(|| Error::NotFound(job.request_id.clone()))?;
+            advance(app, job, row).await?;
+            Ok(Processed::AlreadySettled)
+        }
+    }
+}
+
+enum ImageFailure {
+    Transient(String),
+    Permanent(String),
+}
+
+async fn compress_from_url(app: &App, job: &ImageJob) -> std::result::Result<Vec<u8>, ImageFailure> {
+    let bytes = app.fetcher.fetch(&job.url).await.map_err(|e| match e {
+        FetchError::Transient(m) => ImageFailure::Transient(m),
+        FetchError::Permanent(m) => ImageFailure::Permanent(m),
+    })?;
+    let quality = app.config.jpeg_quality;
+    let limits = CompressLimits { max_pixels: app.config.max_pixels, max_dimension: app.config.max_dimension };
+    // Decoding and encoding are CPU-bound: keep them off the async executor.
+    tokio::task::spawn_blocking(move || compress(&bytes, quality, limits))
+        .await
+        .map_err(|e| ImageFailure::Transient(format!("compression task: {e}")))?
+        .map(|c| c.jpeg)
+        .map_err(|e| ImageFailure::Permanent(e.to_string()))
+}
+
+/// Everything after the image's slot is settled; idempotent, so any delivery of the job may run it.
+async fn advance(app: &App, job: &ImageJob, row: RowDoc) -> Result<()> {
+    if row.is_settled() && row.completed_at.is_none() {
+        app.repo.complete_row(&job.request_id, job.serial_number, &output_urls(&row), DateTime::now()).await?;
+    }
+    let counted = row.images.get(&job.index.to_string()).is_some_and(|s| s.counted);
+    let request =
+        if counted { app.repo.get_request(&job.request_id).await? } else { app.repo.count_image(job).await? };
+    let request = request.ok_or_else(|| Error::NotFound(job.request_id.clone()))?;
+    if request.status == RequestStatus::Pending {
+        app.repo.mark_processing(&job.request_id).await?;
+    }
+    if !request.status.is_final() && request.progress_hint >= request.total_images {
+        finalise_if_done(app, &request).await?;
+    }
+    Ok(())
+}
+
+/// Recounts exactly; if every image is settled, writes the output CSV and sets the final status (once).
+pub async fn finalise_if_done(app: &App, request: &RequestDoc) -> Result<bool> {
+    let tally = app.repo.tally(&request.request_id).await?;
+    if tally.settled < request.total_images {
+        return Ok(false);
+    }
+    let rows = app.repo.all_rows(&request.request_id).await?;
+    let csv = write_csv(&rows).map_err(|e| Error::Corrupt(format!("output CSV: {e}")))?;
+    let key = output_csv_key(&request.request_id);
+    // The CSV is a pure function of the settled rows, so writing it again (a racing finaliser) is harmless.
+    app.blobs.put(&app.config.outputs_bucket, &key, csv, "text/csv").await?;
+    let status = if tally.failed > 0 { RequestStatus::Failed } else { RequestStatus::Completed };
+    let won = app.repo.finalise(&request.request_id, status, tally, &key, DateTime::now()).await?;
+    if won {
+        tracing::info!(
+            status = status.as_str(),
+            succeeded = tally.settled - tally.failed,
+            failed = tally.failed,
+            "request finalised"
+        );
+    }
+    Ok(won)
+}

@@ -1,0 +1,16 @@
+//! Structured logs: JSON lines on stdout (CloudWatch-friendly), with the span fields (`requestId`) on each line.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the JSON subscriber once; `RUST_LOG` (default `info`) sets the level. Safe to call twice.
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(false)
+        .with_ansi(false)
+        .try_init();
+}

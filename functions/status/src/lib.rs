@@ -1,0 +1,65 @@
+//! Status function: `GET /requests/{requestId}` (alias `/status/{requestId}`) and
+//! `GET /requests/{requestId}/output.csv`.
+
+use imgpipe_core::api::{error_response, json_response};
+use imgpipe_core::domain::RequestId;
+use imgpipe_core::service::status::{output_csv, request_status};
+use imgpipe_core::{App, Error};
+use lambda_http::http::{Method, StatusCode, header};
+use lambda_http::{Body, Request, Response};
+
+enum Route {
+    Status(RequestId),
+    OutputCsv(RequestId),
+}
+
+/// Finds the route from the path's last segments, so a stage prefix (`/prod/requests/…`) is harmless.
+fn route(req: &Request) -> Result<Route, Error> {
+    let no_route = || Error::NoRoute(format!("{} {}", req.method(), req.uri().path()));
+    if req.method() != Method::GET {
+        return Err(no_route());
+    }
+    let segments: Vec<&str> = req.uri().path().trim_end_matches('/').split('/').collect();
+    match segments.as_slice() {
+        [.., "requests" | "status", id] => Ok(Route::Status(RequestId::parse(id)?)),
+        [.., "requests", id, "output.csv"] => Ok(Route::OutputCsv(RequestId::parse(id)?)),
+        _ => Err(no_route()),
+    }
+}
+
+fn query_param<'a>(req: &'a Request, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+    let query = req.uri().query()?;
+    url_form_pairs(query).find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+fn url_form_pairs(query: &str) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+    form_urlencoded::parse(query.as_bytes())
+}
+
+async fn respond(app: &App, req: &Request) -> Result<Response<Body>, Error> {
+    match route(req)? {
+        Route::Status(id) => {
+            let limit = query_param(req, "limit")
+                .map(|l| l.parse::<i64>().map_err(|_| Error::BadRequest(format!("invalid limit `{l}`"))))
+                .transpose()?;
+            let cursor = query_param(req, "cursor");
+            let view = request_status(app, &id, cursor.as_deref(), limit).await?;
+            let body = serde_json::to_value(&view).map_err(|e| Error::Corrupt(e.to_string()))?;
+            Ok(json_response(StatusCode::OK, &body).map(Body::from))
+        }
+        Route::OutputCsv(id) => {
+            let csv = output_csv(app, &id).await?;
+            Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "text/csv; charset=utf-8")
+                .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{id}.csv\""))
+                .body(Body::from(csv))
+                .expect("static headers are valid"))
+        }
+    }
+}
+
+/// Handles one API Gateway request. Every outcome, including errors, is an HTTP response.
+pub async fn handle(app: &App, req: Request) -> Response<Body> {
+    respond(app, &req).await.unwrap_or_else(|e| error_response(&e).map(Body::from))
+}

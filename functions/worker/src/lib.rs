@@ -1,0 +1,44 @@
+//! Worker function: one SQS message per image, answered with a partial batch response.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::StreamExt;
+use imgpipe_core::App;
+use imgpipe_core::domain::ImageJob;
+use imgpipe_core::service::process::process_job;
+
+/// Records processed at once within one batch.
+const CONCURRENCY: usize = 4;
+
+/// Processes a batch. A record is reported in `batchItemFailures` (and so retried by SQS, then sent to the
+/// dead-letter queue) only when it may succeed later or cannot be read; one bad record never fails the batch.
+pub async fn handle(app: &App, event: SqsEvent) -> SqsBatchResponse {
+    let failures: Vec<String> = futures::stream::iter(event.records)
+        .map(|record| async move { (record.message_id.clone(), handle_record(app, &record).await) })
+        .buffer_unordered(CONCURRENCY)
+        .filter_map(|(id, ok)| async move { if ok { None } else { Some(id.unwrap_or_default()) } })
+        .collect()
+        .await;
+    let mut response = SqsBatchResponse::default();
+    for id in failures {
+        response.add_failure(id);
+    }
+    response
+}
+
+async fn handle_record(app: &App, record: &SqsMessage) -> bool {
+    let body = record.body.as_deref().unwrap_or_default();
+    let job: ImageJob = match serde_json::from_str(body) {
+        Ok(job) => job,
+        Err(e) => {
+            tracing::error!(messageId = record.message_id.as_deref(), error = %e, "unreadable message; it will reach the dead-letter queue");
+            return false;
+        }
+    };
+    match process_job(app, &job).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(requestId = %job.request_id, serialNumber = job.serial_number, index = job.index, error = %e, "image will be retried");
+            false
+        }
+    }
+}

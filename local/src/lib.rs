@@ -1,0 +1,196 @@
+//! The local runner: what API Gateway and the SQS event source mapping do on AWS, done on 127.0.0.1 with the
+//! same handler functions and the same event types.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
+use axum::extract::State;
+use axum::response::IntoResponse;
+use imgpipe_core::adapters::s3::S3Store;
+use imgpipe_core::adapters::{aws_config, sqs::sqs_client};
+use imgpipe_core::api::error_response;
+use imgpipe_core::{App, Config, Error};
+use tokio::sync::watch;
+
+pub mod samples;
+
+/// Largest request body the local API accepts: API Gateway's payload limit.
+pub const API_PAYLOAD_LIMIT: usize = 10 * 1024 * 1024;
+
+/// Routes a request to the function API Gateway would invoke for it.
+pub async fn invoke_api(app: &App, req: lambda_http::Request) -> http::Response<lambda_http::Body> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    if path.ends_with("/uploads") {
+        imgpipe_upload::handle(app, req).await
+    } else if path.starts_with("/requests/") || path.starts_with("/status/") {
+        imgpipe_status::handle(app, req).await
+    } else {
+        error_response(&Error::NoRoute(format!("{} {}", req.method(), req.uri().path()))).map(lambda_http::Body::from)
+    }
+}
+
+async fn dispatch(State(app): State<App>, req: axum::extract::Request) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, API_PAYLOAD_LIMIT).await {
+        Ok(b) => b,
+        Err(_) => {
+            let e = Error::PayloadTooLarge(format!(
+                "request bodies are limited to {API_PAYLOAD_LIMIT} bytes (use POST /uploads/presign for larger files)"
+            ));
+            return error_response(&e).into_response();
+        }
+    };
+    let request = http::Request::from_parts(parts, lambda_http::Body::from(bytes.to_vec()));
+    let response = invoke_api(&app, request).await;
+    let (parts, body) = response.into_parts();
+    let body = match body {
+        lambda_http::Body::Empty => axum::body::Body::empty(),
+        lambda_http::Body::Text(t) => axum::body::Body::from(t),
+        lambda_http::Body::Binary(b) => axum::body::Body::from(b),
+        _ => axum::body::Body::empty(),
+    };
+    axum::response::Response::from_parts(parts, body)
+}
+
+/// Serves the HTTP API on `addr` until `shutdown` turns true.
+pub async fn serve_api(
+    app: App,
+    listener: tokio::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let router = axum::Router::new().fallback(dispatch).with_state(app);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+}
+
+/// Binds `addr` (loopback only unless told otherwise).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+fn to_event_message(m: &aws_sdk_sqs::types::Message, queue_arn: &str) -> SqsMessage {
+    let attributes: HashMap<String, String> = m
+        .attributes()
+        .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect())
+        .unwrap_or_default();
+    let mut message = SqsMessage::default();
+    message.message_id = m.message_id().map(str::to_string);
+    message.receipt_handle = m.receipt_handle().map(str::to_string);
+    message.body = m.body().map(str::to_string);
+    message.md5_of_body = m.md5_of_body().map(str::to_string);
+    message.attributes = attributes;
+    message.event_source = Some("aws:sqs".into());
+    message.event_source_arn = Some(queue_arn.to_string());
+    message
+}
+
+/// An `SqsEvent` carrying `records`, as the event source mapping builds it.
+pub fn sqs_event(records: Vec<SqsMessage>) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = records;
+    event
+}
+
+/// What the SQS event source mapping does: long-poll a batch, invoke the worker with an `SqsEvent`, and delete
+/// only the messages the handler did not report in `batchItemFailures`. Returns how many batches it ran.
+pub async fn run_worker(app: App, sqs: aws_sdk_sqs::Client, mut shutdown: watch::Receiver<bool>) -> usize {
+    let queue_url = app.config.queue_url.clone();
+    let queue_arn = format!("arn:aws:sqs:{}:000000000000:{}", app.config.region, queue_name(&queue_url));
+    let mut batches = 0;
+    while !*shutdown.borrow() {
+        let receive = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send();
+        let out = tokio::select! {
+            out = receive => out,
+            _ = shutdown.changed() => break,
+        };
+        let messages = match out {
+            Ok(out) => out.messages.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "ReceiveMessage failed");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        batches += 1;
+        let event = sqs_event(messages.iter().map(|m| to_event_message(m, &queue_arn)).collect());
+        let response = imgpipe_worker::handle(&app, event).await;
+        let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        let entries: Vec<DeleteMessageBatchRequestEntry> = messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !failed.contains(&m.message_id().unwrap_or_default()))
+            .filter_map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if !entries.is_empty() {
+            if let Err(e) = sqs.delete_message_batch().queue_url(&queue_url).set_entries(Some(entries)).send().await {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "DeleteMessageBatch failed");
+            }
+        }
+    }
+    batches
+}
+
+/// The queue name: the last segment of its URL.
+pub fn queue_name(queue_url: &str) -> &str {
+    queue_url.trim_end_matches('/').rsplit('/').next().unwrap_or(queue_url)
+}
+
+/// Local provisioning of what `template.yaml` creates on AWS: both buckets, the image queue and its
+/// dead-letter queue (redrive after `max_receive_count` receives). Idempotent.
+/// Returns the image queue's URL as the server reports it.
+pub async fn provision(config: &Config, max_receive_count: u32, visibility_timeout_secs: u32) -> Result<String, Error> {
+    let sdk = aws_config(config).await;
+    let s3 = S3Store::new(&sdk, config);
+    s3.ensure_bucket(&config.uploads_bucket).await?;
+    s3.ensure_bucket(&config.outputs_bucket).await?;
+    let sqs = sqs_client(&sdk, config);
+    let q = |e: &dyn std::fmt::Display| Error::Queue(e.to_string());
+    let name = queue_name(&config.queue_url);
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .map_err(|e| q(&aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+    let dlq_url = dlq.queue_url().unwrap_or_default().to_string();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| q(&aws_sdk_sqs::error::DisplayErrorContext(e)))?
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .ok_or_else(|| Error::Queue("dead-letter queue has no ARN".into()))?;
+    let redrive = serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max_receive_count.to_string()});
+    let queue = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+        .attributes(QueueAttributeName::VisibilityTimeout, visibility_timeout_secs.to_string())
+        .send()
+        .await
+        .map_err(|e| q(&aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+    Ok(queue.queue_url().unwrap_or(&config.queue_url).to_string())
+}

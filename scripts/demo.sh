@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# make demo: samples/products.csv through the local runner, printing progress, the final status and the output CSV.
+# Outputs land in demo-output/ (the output CSV and the compressed images, downloaded through the status API's URLs).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+: "${IMGPIPE_SQS_ENDPOINT:?run through make demo (it exports .stack/env)}"
+set -a; source scripts/local.env; set +a
+api="http://$IMGPIPE_LOCAL_ADDR"
+images_port=8089
+out=demo-output
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {'d': d}))" "$1"; }
+
+cleanup() {
+  [[ -n "${images_pid:-}" ]] && kill "$images_pid" 2>/dev/null || true
+  bash scripts/local.sh stop >/dev/null || true
+}
+trap cleanup EXIT
+
+echo "== building and starting the local runner (API $api, worker loops on SQS)"
+cargo build --locked -q -p imgpipe-local
+target/debug/imgpipe-local samples .stack/demo-images >/dev/null
+python3 -m http.server "$images_port" --bind 127.0.0.1 --directory .stack/demo-images >/dev/null 2>&1 &
+images_pid=$!
+bash scripts/local.sh start
+for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$images_port/hat-logo.png" && break; sleep 0.1; done
+
+echo "== uploading samples/products.csv"
+response="$(curl -fsS -F file=@samples/products.csv "$api/uploads")"
+echo "$response"
+id="$(json 'd["requestId"]' <<<"$response")"
+
+echo "== waiting for request $id"
+status=pending
+for _ in $(seq 240); do
+  body="$(curl -fsS "$api/requests/$id?limit=1")"
+  status="$(json 'd["status"]' <<<"$body")"
+  echo "   $status: $(json 'f"{d[\"counts\"][\"processed\"]}/{d[\"counts\"][\"images\"]} images processed, {d[\"counts\"][\"failed\"]} failed ({d[\"percentComplete\"]}%)"' <<<"$body")"
+  [[ $status == completed || $status == failed ]] && break
+  sleep 0.5
+done
+[[ $status == completed ]] || { echo "request ended as $status" >&2; exit 1; }
+
+rm -rf "$out"; mkdir -p "$out"
+full="$(curl -fsS "$api/requests/$id")"
+echo "$full" | python3 -m json.tool >"$out/status.json"
+curl -fsS "$api/requests/$id/output.csv" -o "$out/output.csv"
+echo "== output CSV ($out/output.csv)"
+cat "$out/output.csv"
+echo
+echo "== compressed images (downloaded through the status API's URLs into $out/)"
+python3 - "$out" <<'PY'
+import json, os, sys, urllib.request
+out = sys.argv[1]
+d = json.load(open(os.path.join(out, "status.json")))
+for row in d["rows"]:
+    for i, (src, url) in enumerate(zip(row["inputImageUrls"], row["outputImageUrls"])):
+        data = urllib.request.urlopen(url).read()
+        assert data[:3] == b"\xff\xd8\xff", f"not a JPEG: {url}"
+        name = f"{row['serialNumber']}-{i}.jpg"
+        open(os.path.join(out, name), "wb").write(data)
+        src_size = os.path.getsize(os.path.join(".stack/demo-images", os.path.basename(src)))
+        print(f"   {name}: {len(data):>8} bytes (input {src_size:>8} bytes)  <- {src}")
+PY
+echo "== done: request $id completed"

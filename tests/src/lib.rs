@@ -1,0 +1,295 @@
+//! Test harness: an isolated slice of the local stack per test (own database and queue), a local image server,
+//! and helpers that drive the real handlers the way API Gateway and the SQS event source mapping do.
+//!
+//! The stack is started by `make test` (scripts/stack/start.sh); a test that cannot reach it fails, it never
+//! skips.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+use imgpipe_core::adapters::{aws_config, sqs::sqs_client};
+use imgpipe_core::bson::Document;
+use imgpipe_core::domain::RequestId;
+use imgpipe_core::{App, Config};
+use lambda_http::Body;
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with `make test`, which starts the local stack and exports it")
+    })
+}
+
+/// One test's view of the stack: its own MongoDB database, SQS queue and buckets.
+pub struct Stack {
+    pub app: App,
+    pub sqs: aws_sdk_sqs::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub db: mongodb::Database,
+}
+
+impl Stack {
+    pub async fn new(test: &str) -> Self {
+        Self::with(test, |_| {}).await
+    }
+
+    /// A stack whose configuration `adjust` may change (limits, quality…).
+    pub async fn with(test: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..10];
+        let sqs_endpoint = required_env("IMGPIPE_SQS_ENDPOINT");
+        let mut config = Config {
+            mongodb_uri: required_env("IMGPIPE_MONGODB_URI"),
+            mongodb_database: format!("t_{}_{suffix}", test.replace('-', "_")),
+            uploads_bucket: format!("t-{suffix}-uploads"),
+            outputs_bucket: format!("t-{suffix}-outputs"),
+            queue_url: format!("{sqs_endpoint}/000000000000/t-{test}-{suffix}"),
+            region: "us-east-1".into(),
+            s3_endpoint: Some(required_env("IMGPIPE_S3_ENDPOINT")),
+            sqs_endpoint: Some(sqs_endpoint),
+            api_base_url: None,
+            jpeg_quality: 50,
+            fetch_timeout_ms: 5_000,
+            connect_timeout_ms: 1_000,
+            max_image_bytes: 20 * 1024 * 1024,
+            max_pixels: 40_000_000,
+            max_dimension: 10_000,
+            url_expiry_secs: 600,
+            max_csv_bytes: 5 * 1024 * 1024,
+            max_rows: 20_000,
+            max_urls_per_row: 20,
+            enqueue_concurrency: 8,
+        };
+        adjust(&mut config);
+        config.queue_url = imgpipe_local::provision(&config, 3, 2).await.expect("provision the local stack");
+        let sdk = aws_config(&config).await;
+        let sqs = sqs_client(&sdk, &config);
+        let s3 = imgpipe_core::adapters::s3::S3Store::new(&sdk, &config).client().clone();
+        let db = mongodb::Client::with_uri_str(&config.mongodb_uri).await.unwrap().database(&config.mongodb_database);
+        let app = App::new(config).await.expect("app");
+        app.repo.ensure_indexes().await.expect("indexes");
+        Self { app, sqs, s3, db }
+    }
+
+    pub fn requests(&self) -> mongodb::Collection<Document> {
+        self.db.collection("Requests")
+    }
+
+    pub fn request_data(&self) -> mongodb::Collection<Document> {
+        self.db.collection("RequestData")
+    }
+
+    /// POSTs a CSV to the upload handler, as API Gateway would.
+    pub async fn upload(&self, content_type: &str, body: impl Into<Vec<u8>>) -> (u16, serde_json::Value) {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("/uploads")
+            .header("content-type", content_type)
+            .body(Body::from(body.into()))
+            .unwrap();
+        json_of(imgpipe_upload::handle(&self.app, req).await)
+    }
+
+    /// GETs a path from the status handler.
+    pub async fn get(&self, path_and_query: &str) -> (u16, Vec<u8>) {
+        let req = http::Request::builder().method("GET").uri(path_and_query).body(Body::Empty).unwrap();
+        let resp = imgpipe_status::handle(&self.app, req).await;
+        (resp.status().as_u16(), resp.body().to_vec())
+    }
+
+    pub async fn status(&self, id: &str) -> (u16, serde_json::Value) {
+        let (code, body) = self.get(&format!("/requests/{id}")).await;
+        (code, serde_json::from_slice(&body).expect("JSON body"))
+    }
+
+    /// Receives up to one batch from this test's queue (long poll of `wait` seconds).
+    pub async fn receive(&self, wait: i32) -> Vec<aws_sdk_sqs::types::Message> {
+        self.sqs
+            .receive_message()
+            .queue_url(&self.app.config.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait)
+            .send()
+            .await
+            .expect("ReceiveMessage")
+            .messages
+            .unwrap_or_default()
+    }
+
+    /// Runs the worker handler on `messages` as one SQS batch; deletes the messages it did not report failed.
+    /// Returns the ids of the failed ones.
+    pub async fn work(&self, messages: &[aws_sdk_sqs::types::Message]) -> Vec<String> {
+        let records = messages
+            .iter()
+            .map(|m| {
+                let mut r = aws_lambda_events::event::sqs::SqsMessage::default();
+                r.message_id = m.message_id().map(str::to_string);
+                r.receipt_handle = m.receipt_handle().map(str::to_string);
+                r.body = m.body().map(str::to_string);
+                r
+            })
+            .collect();
+        let response = imgpipe_worker::handle(&self.app, imgpipe_local::sqs_event(records)).await;
+        let failed: Vec<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
+        let entries: Vec<_> = messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !failed.iter().any(|f| Some(f.as_str()) == m.message_id()))
+            .map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        if !entries.is_empty() {
+            self.sqs
+                .delete_message_batch()
+                .queue_url(&self.app.config.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .expect("DeleteMessageBatch");
+        }
+        failed
+    }
+
+    /// Works the queue until it stays empty, returning every message body that was processed successfully.
+    pub async fn drain(&self, deadline: Duration) -> Vec<String> {
+        let start = Instant::now();
+        let mut bodies = Vec::new();
+        let mut empty_polls = 0;
+        while empty_polls < 2 {
+            assert!(start.elapsed() < deadline, "queue not drained within {deadline:?}");
+            let messages = self.receive(1).await;
+            if messages.is_empty() {
+                empty_polls += 1;
+                continue;
+            }
+            empty_polls = 0;
+            let failed = self.work(&messages).await;
+            bodies.extend(
+                messages
+                    .iter()
+                    .filter(|m| !failed.iter().any(|f| Some(f.as_str()) == m.message_id()))
+                    .filter_map(|m| m.body().map(str::to_string)),
+            );
+        }
+        bodies
+    }
+
+    /// Reads an object from S3.
+    pub async fn object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let out = self.s3.get_object().bucket(bucket).key(key).send().await.ok()?;
+        Some(out.body.collect().await.ok()?.to_vec())
+    }
+
+    /// Keys under `prefix` in `bucket`.
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let out = self.s3.list_objects_v2().bucket(bucket).prefix(prefix).send().await.expect("ListObjectsV2");
+        out.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()
+    }
+
+    /// Messages currently waiting in this test's queue (approximate, as SQS reports it).
+    pub async fn queue_depth(&self) -> usize {
+        let attrs = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.app.config.queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("GetQueueAttributes");
+        attrs.attributes().map(|a| a.values().filter_map(|v| v.parse::<usize>().ok()).sum()).unwrap_or_default()
+    }
+}
+
+/// Status code and parsed JSON body of a handler response.
+pub fn json_of(resp: http::Response<Body>) -> (u16, serde_json::Value) {
+    let code = resp.status().as_u16();
+    let body = serde_json::from_slice(resp.body().as_ref()).unwrap_or(serde_json::Value::Null);
+    (code, body)
+}
+
+pub fn request_id(body: &serde_json::Value) -> RequestId {
+    RequestId::parse(body["requestId"].as_str().expect("requestId in body")).unwrap()
+}
+
+pub use imgpipe_local::samples::{jpeg, photo, png};
+
+/// One canned response of the image server.
+#[derive(Clone)]
+pub struct Canned {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+/// A local HTTP server on 127.0.0.1 serving canned responses by path, counting the requests it receives.
+pub struct ImageServer {
+    pub addr: SocketAddr,
+    routes: Arc<Mutex<HashMap<String, Canned>>>,
+    hits: Arc<AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ImageServer {
+    pub async fn start() -> Self {
+        let routes: Arc<Mutex<HashMap<String, Canned>>> = Arc::default();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (r, h) = (routes.clone(), hits.clone());
+        let router = axum::Router::new().fallback(move |uri: http::Uri| {
+            let (r, h) = (r.clone(), h.clone());
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                let canned = r.lock().unwrap().get(uri.path()).cloned();
+                match canned {
+                    Some(c) => http::Response::builder()
+                        .status(c.status)
+                        .header("content-type", c.content_type)
+                        .body(axum::body::Body::from(c.body))
+                        .unwrap(),
+                    None => http::Response::builder().status(404).body(axum::body::Body::from("not found")).unwrap(),
+                }
+            }
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self { addr, routes, hits, stop: Some(stop) }
+    }
+
+    /// Serves `body` at `path` and returns its URL.
+    pub fn serve(&self, path: &str, content_type: &'static str, body: Vec<u8>) -> String {
+        self.serve_status(path, 200, content_type, body)
+    }
+
+    pub fn serve_status(&self, path: &str, status: u16, content_type: &'static str, body: Vec<u8>) -> String {
+        self.routes.lock().unwrap().insert(path.to_string(), Canned { status, content_type, body });
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ImageServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
