@@ -10,6 +10,10 @@ api="http://$IMGPIPE_LOCAL_ADDR"
 images_port=8089
 out=demo-output
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {'d': d}))" "$1"; }
+progress() {
+  python3 -c 'import json,sys; d=json.load(sys.stdin); c=d["counts"]
+print("%-10s %s/%s images processed, %s failed (%s%%)" % (d["status"], c["processed"], c["images"], c["failed"], d["percentComplete"]))'
+}
 
 cleanup() {
   [[ -n "${images_pid:-}" ]] && kill "$images_pid" 2>/dev/null || true
@@ -35,7 +39,7 @@ status=pending
 for _ in $(seq 240); do
   body="$(curl -fsS "$api/requests/$id?limit=1")"
   status="$(json 'd["status"]' <<<"$body")"
-  echo "   $status: $(json 'f"{d[\"counts\"][\"processed\"]}/{d[\"counts\"][\"images\"]} images processed, {d[\"counts\"][\"failed\"]} failed ({d[\"percentComplete\"]}%)"' <<<"$body")"
+  echo "   $(progress <<<"$body")"
   [[ $status == completed || $status == failed ]] && break
   sleep 0.5
 done

@@ -105,9 +105,10 @@ ferretdb_version() { # prints e.g. v1.24.2 (no pipe into grep -q: with pipefail 
 }
 
 install_ferretdb() {
-  local bin="$BIN_DIR/ferretdb"
-  if [[ -x "$bin" ]] && [[ "$(ferretdb_version "$bin")" == "$FERRETDB_VERSION" ]]; then
-    log "ferretdb: present ($FERRETDB_VERSION)"
+  local bin="$BIN_DIR/ferretdb" patch_file="$STACK_ROOT/scripts/stack/patches/ferretdb-$FERRETDB_VERSION-writelock.patch"
+  local build_id="$FERRETDB_VERSION+writelock-$(sha256sum "$patch_file" | cut -c1-12)" stamp="$BIN_DIR/.ferretdb-build"
+  if [[ -x "$bin" && -f "$stamp" && "$(cat "$stamp")" == "$build_id" ]] && [[ "$(ferretdb_version "$bin")" == "$FERRETDB_VERSION" ]]; then
+    log "ferretdb: present ($build_id)"
     return
   fi
   command -v go >/dev/null || die "go not found (needed to build FerretDB)"
@@ -122,9 +123,13 @@ install_ferretdb() {
   cp -r "$moddir" "$src" && chmod -R u+w "$src"
   printf '%s\n' "$FERRETDB_VERSION" >"$src/build/version/version.txt"
   printf 'imgpipe-local\n' >"$src/build/version/package.txt"
+  # Upstream 1.x updates a document by read, modify in Go, write back: concurrent updates of one document lose
+  # writes. The patch serialises update/findAndModify/delete, restoring MongoDB's single-document atomicity.
+  patch -s -p1 -d "$src" <"$patch_file"
   (cd "$src" && go build -buildvcs=false -trimpath -o "$bin.tmp" ./cmd/ferretdb)
   mv "$bin.tmp" "$bin"
   [[ "$(ferretdb_version "$bin")" == "$FERRETDB_VERSION" ]] || die "ferretdb: built binary reports the wrong version"
+  printf '%s' "$build_id" >"$stamp"
 }
 
 timed() {

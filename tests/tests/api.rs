@@ -68,7 +68,8 @@ async fn multipart_upload_with_a_file_field_is_accepted() {
     let stored = stack.object(&stack.app.config.uploads_bucket, &format!("uploads/{id}.csv")).await;
     assert_eq!(stored.as_deref(), Some(csv.as_bytes()), "the file field, not the whole form, is stored");
 
-    let (code, resp) = stack.upload(&format!("multipart/form-data; boundary={boundary}"), format!("--{boundary}--\r\n")).await;
+    let (code, resp) =
+        stack.upload(&format!("multipart/form-data; boundary={boundary}"), format!("--{boundary}--\r\n")).await;
     assert_eq!(code, 400, "{resp}");
     assert!(resp["error"]["message"].as_str().unwrap().contains("`file`"));
 }
@@ -80,7 +81,9 @@ async fn status_errors_share_one_shape() {
     assert_eq!(code, 400);
     assert_eq!(body["error"]["code"], "invalid_request_id");
     let unknown = "0192f5e4-7a39-7c1e-9f55-2b1d0c3e4a5b";
-    for path in [format!("/requests/{unknown}"), format!("/status/{unknown}"), format!("/requests/{unknown}/output.csv")] {
+    for path in
+        [format!("/requests/{unknown}"), format!("/status/{unknown}"), format!("/requests/{unknown}/output.csv")]
+    {
         let (code, body) = stack.get(&path).await;
         assert_eq!(code, 404, "{path}");
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();

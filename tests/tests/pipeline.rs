@@ -228,7 +228,10 @@ async fn a_bad_image_fails_only_itself_and_is_recorded_with_its_reason() {
 
     let (_, status) = stack.status(id.as_str()).await;
     assert_eq!(status["status"], "failed");
-    assert_eq!(status["counts"], serde_json::json!({"products": 2, "images": 4, "processed": 4, "succeeded": 2, "failed": 2}));
+    assert_eq!(
+        status["counts"],
+        serde_json::json!({"products": 2, "images": 4, "processed": 4, "succeeded": 2, "failed": 2})
+    );
     let row = &status["rows"][0];
     assert!(row["outputImageUrls"][0].is_string());
     assert!(row["outputImageUrls"][1].is_null());
