@@ -88,6 +88,10 @@ pub struct Config {
     /// Largest width or height accepted.
     #[serde(default = "default_max_dimension")]
     pub max_dimension: u32,
+    /// Comma-separated CIDRs that image fetches may reach even though they are private, loopback or link-local
+    /// (for local development and tests, e.g. `127.0.0.0/8`). Empty by default: such addresses are refused.
+    #[serde(default)]
+    pub fetch_allow_cidrs: Option<String>,
     /// Lifetime of presigned URLs handed out by the status API.
     #[serde(default = "default_url_expiry_secs")]
     pub url_expiry_secs: u64,

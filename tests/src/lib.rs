@@ -56,6 +56,7 @@ impl Stack {
             max_image_bytes: 20 * 1024 * 1024,
             max_pixels: 40_000_000,
             max_dimension: 10_000,
+            fetch_allow_cidrs: Some("127.0.0.0/8".into()),
             url_expiry_secs: 600,
             max_csv_bytes: 5 * 1024 * 1024,
             max_rows: 20_000,
