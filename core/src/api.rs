@@ -17,7 +17,8 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
         Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         Error::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         Error::NotReady(_) => (StatusCode::CONFLICT, "not_ready"),
-        Error::Storage(_) | Error::Queue(_) | Error::Database(_) | Error::Upstream(_) => {
+        Error::IdempotencyMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+        Error::Storage(_) | Error::Queue(_) | Error::Database(_) | Error::Upstream(_) | Error::Injected(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         }
         Error::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::adapters::{aws_config, mongo::MongoRepository, s3::S3Store, sqs};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::fault::Faults;
 use crate::fetch::Fetcher;
 use crate::ports::{BlobStore, JobQueue, Repository};
 
@@ -16,6 +17,8 @@ pub struct App {
     pub queue: Arc<dyn JobQueue>,
     pub repo: Arc<dyn Repository>,
     pub fetcher: Fetcher,
+    /// Fault-injection points, armed only by tests; empty (and never armed) in production.
+    pub faults: Faults,
 }
 
 impl App {
@@ -30,6 +33,7 @@ impl App {
             queue: Arc::new(sqs::SqsQueue::new(sqs, &config)),
             repo: Arc::new(repo),
             fetcher,
+            faults: Faults::default(),
             config: Arc::new(config),
         })
     }

@@ -34,6 +34,9 @@ fn default_url_expiry_secs() -> u64 {
 fn default_max_csv_bytes() -> usize {
     10 * 1024 * 1024
 }
+fn default_max_dropped_csv_bytes() -> usize {
+    200 * 1024 * 1024
+}
 fn default_max_rows() -> usize {
     100_000
 }
@@ -41,7 +44,7 @@ fn default_max_urls_per_row() -> usize {
     50
 }
 fn default_enqueue_concurrency() -> usize {
-    16
+    32
 }
 
 /// Runtime settings of every function. Field `foo_bar` is read from `IMGPIPE_FOO_BAR`.
@@ -98,6 +101,9 @@ pub struct Config {
     /// Largest CSV accepted by the upload API.
     #[serde(default = "default_max_csv_bytes")]
     pub max_csv_bytes: usize,
+    /// Largest CSV ingested from the uploads bucket (presigned uploads and dropped files).
+    #[serde(default = "default_max_dropped_csv_bytes")]
+    pub max_dropped_csv_bytes: usize,
     /// Most product rows in one CSV.
     #[serde(default = "default_max_rows")]
     pub max_rows: usize,

@@ -17,7 +17,7 @@ pub struct CsvLimits {
 }
 
 /// One problem found in the file, located by 1-based line and column name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RowError {
     pub line: u64,
     pub column: String,

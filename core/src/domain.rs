@@ -198,6 +198,23 @@ pub fn output_csv_key(id: &RequestId) -> String {
     format!("outputs/{id}/output.csv")
 }
 
+/// Prefix of the uploads bucket whose new `.csv` objects are ingested (S3 `ObjectCreated` trigger).
+pub const INCOMING_PREFIX: &str = "incoming/";
+
+/// Key of a presigned upload: the request id is in the key, so it is known before the file arrives.
+pub fn presigned_upload_key(id: &RequestId) -> String {
+    format!("{INCOMING_PREFIX}{id}.csv")
+}
+
+/// The request id of a CSV dropped at `bucket`/`key`: the id in a presigned upload's key, or one derived from the
+/// object's identity (bucket, key and version or ETag), so a duplicated or retried event maps to the same request.
+pub fn dropped_request_id(bucket: &str, key: &str, version: &str) -> RequestId {
+    key.strip_prefix(INCOMING_PREFIX)
+        .and_then(|rest| rest.strip_suffix(".csv"))
+        .and_then(|id| RequestId::parse(id).ok().filter(|parsed| parsed.as_str() == id))
+        .unwrap_or_else(|| RequestId::derived_from(&format!("s3://{bucket}/{key}#{version}")))
+}
+
 /// S3 key under which an API-uploaded CSV is kept.
 pub fn upload_csv_key(id: &RequestId) -> String {
     format!("uploads/{id}.csv")
@@ -233,6 +250,19 @@ mod tests {
         assert!(matches!(ImageUrl::parse("file:///etc/passwd"), Err(InvalidImageUrl::Scheme(_))));
         assert!(matches!(ImageUrl::parse("example.com/a.jpg"), Err(InvalidImageUrl::NotAUrl(_))));
         assert_eq!(ImageUrl::parse("http://u:p@example.com/a.jpg"), Err(InvalidImageUrl::Credentials));
+    }
+
+    #[test]
+    fn dropped_ids_come_from_presigned_keys_or_the_object_identity() {
+        let id = RequestId::new();
+        assert_eq!(dropped_request_id("b", &presigned_upload_key(&id), "etag1"), id);
+        let a = dropped_request_id("b", "incoming/products.csv", "etag1");
+        assert_eq!(a, dropped_request_id("b", "incoming/products.csv", "etag1"));
+        assert_ne!(a, dropped_request_id("b", "incoming/products.csv", "etag2"));
+        assert_ne!(a, dropped_request_id("c", "incoming/products.csv", "etag1"));
+        // an upper-case id in a key is not the canonical form: derived, not taken
+        let upper = format!("incoming/{}.csv", id.as_str().to_uppercase());
+        assert_ne!(dropped_request_id("b", &upper, "e"), id);
     }
 
     #[test]

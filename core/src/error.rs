@@ -20,6 +20,9 @@ pub enum Error {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// An `Idempotency-Key` reused with a different body.
+    #[error("{0}")]
+    IdempotencyMismatch(String),
     #[error("request {0} is still running")]
     NotReady(RequestId),
     /// S3 failed; worth retrying.
@@ -34,6 +37,9 @@ pub enum Error {
     /// The image source failed in a way a retry may fix (timeout, 5xx, 429).
     #[error("image source unavailable: {0}")]
     Upstream(String),
+    /// A fault armed by a test ([`crate::fault::Faults`]) fired: the function "dies" here.
+    #[error("injected fault at {0}")]
+    Injected(&'static str),
     /// A stored document does not have the shape this code writes.
     #[error("corrupt data: {0}")]
     Corrupt(String),

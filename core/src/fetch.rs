@@ -1,9 +1,27 @@
-//! Fetching an image over HTTP(S): timeouts, bounded redirects, and a byte cap enforced while streaming.
+//! Fetching an image over HTTP(S), safe against server-side request forgery: only public addresses (plus the
+//! configured allow-list, see [`crate::net_guard`]) are reached, redirects are bounded and re-checked, and
+//! timeouts and a byte cap (enforced while streaming) bound the work.
+//!
+//! Where each address is checked:
+//! - a domain name is resolved by [`GuardedResolver`], which hands the connector only the addresses the policy
+//!   allows, so the connection goes to a vetted address without a second DNS lookup;
+//! - an IP-literal host never reaches the resolver, so it is checked before the request is sent and, for each
+//!   redirect, by the redirect policy.
 
+use std::error::Error as StdError;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::redirect;
 
 use crate::config::Config;
 use crate::domain::ImageUrl;
+use crate::net_guard::{self, Policy};
+
+/// Most redirects followed for one image.
+pub const MAX_REDIRECTS: usize = 5;
 
 /// Why a fetch failed, split by whether a retry can help.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -11,32 +29,61 @@ pub enum FetchError {
     /// Timeouts, connection failures, 5xx, 408 and 429: retried through SQS.
     #[error("{0}")]
     Transient(String),
-    /// Other 4xx, oversize bodies, bad redirects: recorded on the image, not retried.
+    /// Other 4xx, refused addresses, oversize bodies, bad redirects: recorded on the image, not retried.
     #[error("{0}")]
     Permanent(String),
+}
+
+/// Why a [`Fetcher`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum FetcherError {
+    #[error("invalid fetch allow-list (IMGPIPE_FETCH_ALLOW_CIDRS): {0}")]
+    AllowList(String),
+    #[error("{0}")]
+    Client(#[from] reqwest::Error),
 }
 
 /// An HTTP client built once per execution environment and reused by every invocation.
 #[derive(Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
+    policy: Arc<Policy>,
     max_bytes: u64,
 }
 
 impl Fetcher {
-    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &Config) -> Result<Self, FetcherError> {
+        let policy = Arc::new(Policy::parse(config.fetch_allow_cidrs.as_deref()).map_err(FetcherError::AllowList)?);
+        let redirect_policy = {
+            let policy = policy.clone();
+            redirect::Policy::custom(move |attempt| {
+                // `previous` holds the initial URL and every URL already redirected from.
+                if attempt.previous().len() > MAX_REDIRECTS {
+                    return attempt.error(Refused(format!("too many redirects (more than {MAX_REDIRECTS})")));
+                }
+                match refuse_redirect(&policy, attempt.url()) {
+                    Some(reason) => attempt.error(Refused(reason)),
+                    None => attempt.follow(),
+                }
+            })
+        };
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .timeout(Duration::from_millis(config.fetch_timeout_ms))
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .redirect(redirect_policy)
+            .dns_resolver(GuardedResolver { policy: policy.clone() })
             .user_agent(concat!("imgpipe/", env!("CARGO_PKG_VERSION")))
+            // A proxy would connect on our behalf to addresses this code never sees.
             .no_proxy()
             .build()?;
-        Ok(Self { client, max_bytes: config.max_image_bytes })
+        Ok(Self { client, policy, max_bytes: config.max_image_bytes })
     }
 
     /// Downloads the body of `url`, refusing it as soon as it exceeds the byte cap.
     pub async fn fetch(&self, url: &ImageUrl) -> Result<Vec<u8>, FetchError> {
+        if let Some(ip) = net_guard::literal_ip(url.url()) {
+            self.policy.check(ip).map_err(FetchError::Permanent)?;
+        }
         let mut response = self.client.get(url.url().clone()).send().await.map_err(classify)?;
         let status = response.status();
         if !status.is_success() {
@@ -61,16 +108,132 @@ impl Fetcher {
     }
 }
 
+/// Why a redirect to `url` must not be followed, if it must not. Domain names are checked by the resolver when
+/// the connection opens; IP literals never reach it, so they are checked here.
+fn refuse_redirect(policy: &Policy, url: &url::Url) -> Option<String> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Some(format!("redirect to a `{}` URL is not allowed", url.scheme()));
+    }
+    let ip = net_guard::literal_ip(url)?;
+    policy.check(ip).err().map(|reason| format!("redirect to {url}: {reason}"))
+}
+
+/// A fetch refused by this module's rules (address, redirect); found again in reqwest's error chain so that it
+/// is reported as permanent.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for Refused {}
+
+/// Resolves with the system resolver (through tokio) and keeps only the addresses the policy allows.
+struct GuardedResolver {
+    policy: Arc<Policy>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            // Port 0: the connector puts the URL's port on the returned addresses.
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let (allowed, refused) = vet(&policy, resolved);
+            if allowed.is_empty() {
+                let reasons = if refused.is_empty() { "no address".to_string() } else { refused.join("; ") };
+                return Err(Box::new(Refused(format!("host {host}: {reasons}"))) as Box<dyn StdError + Send + Sync>);
+            }
+            let addrs: Addrs = Box::new(allowed.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Splits resolved addresses into those the policy allows and the reasons for the others.
+fn vet(policy: &Policy, resolved: Vec<SocketAddr>) -> (Vec<SocketAddr>, Vec<String>) {
+    let mut allowed = Vec::new();
+    let mut refused = Vec::new();
+    for addr in resolved {
+        let ip: IpAddr = addr.ip();
+        match policy.check(ip) {
+            Ok(()) => allowed.push(addr),
+            Err(reason) => {
+                if !refused.contains(&reason) {
+                    refused.push(reason);
+                }
+            }
+        }
+    }
+    (allowed, refused)
+}
+
 fn too_large(max: u64) -> FetchError {
     FetchError::Permanent(format!("image is larger than the {max}-byte limit"))
 }
 
 fn classify(e: reqwest::Error) -> FetchError {
+    let mut source = e.source();
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<Refused>() {
+            return FetchError::Permanent(refused.0.clone());
+        }
+        source = cause.source();
+    }
     if e.is_redirect() {
-        FetchError::Permanent(format!("too many redirects: {e}"))
+        FetchError::Permanent(format!("redirect refused: {}", chain(&e)))
     } else if e.is_builder() {
-        FetchError::Permanent(format!("invalid request: {e}"))
+        FetchError::Permanent(format!("invalid request: {}", chain(&e)))
+    } else if e.is_timeout() {
+        FetchError::Transient(format!("fetch timed out: {}", chain(&e)))
     } else {
-        FetchError::Transient(format!("fetch failed: {e}"))
+        FetchError::Transient(format!("fetch failed: {}", chain(&e)))
+    }
+}
+
+/// An error with its causes, `outer: inner: …` (reqwest's own message rarely says what went wrong).
+fn chain(e: &dyn StdError) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let s = cause.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn vet_keeps_only_allowed_addresses() {
+        let policy = Policy::parse(None).unwrap();
+        let (allowed, refused) = vet(&policy, addrs(&["127.0.0.1:0", "[::1]:0", "8.8.8.8:0", "10.0.0.1:0"]));
+        assert_eq!(allowed, addrs(&["8.8.8.8:0"]));
+        assert_eq!(
+            refused,
+            vec![
+                "refused address 127.0.0.1 (loopback)",
+                "refused address ::1 (loopback)",
+                "refused address 10.0.0.1 (private)"
+            ]
+        );
+        let policy = Policy::parse(Some("127.0.0.0/8")).unwrap();
+        let (allowed, refused) = vet(&policy, addrs(&["127.0.0.1:0", "[::1]:0"]));
+        assert_eq!(allowed, addrs(&["127.0.0.1:0"]));
+        assert_eq!(refused, vec!["refused address ::1 (loopback)"]);
     }
 }

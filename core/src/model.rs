@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use mongodb::bson::DateTime;
 use serde::{Deserialize, Serialize};
 
+use crate::csv_input::RowError;
 use crate::domain::{ImageState, RequestId, RequestStatus};
 
 pub const REQUESTS: &str = "Requests";
@@ -36,6 +37,19 @@ pub struct RequestDoc {
     pub input_csv_key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_csv_key: Option<String>,
+    /// Where the request came from: `api` or `s3`.
+    pub source: String,
+    /// SHA-256 of the CSV: a retried upload with the same `Idempotency-Key` must carry the same file.
+    pub content_sha256: String,
+    /// Set once every image message is on the queue. A retried upload or S3 event finding it unset finishes the
+    /// enqueueing (the function died between writing the documents and sending the messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enqueued_at: Option<DateTime>,
+    /// Why ingestion failed (an invalid CSV dropped into the bucket), the first rows listed, all counted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<RowError>,
+    #[serde(default)]
+    pub error_total: i64,
 }
 
 /// One image of a row: its state and, once settled, its output or its error.

@@ -15,6 +15,8 @@ pub trait BlobStore: Send + Sync {
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<()>;
     /// `None` when the object does not exist.
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>>;
+    /// A time-limited PUT URL (the uploader must send the same `Content-Type`).
+    async fn presign_put(&self, bucket: &str, key: &str, content_type: &str, expires_in: Duration) -> Result<String>;
     /// A time-limited GET URL for a private object.
     async fn presign_get(&self, bucket: &str, key: &str, expires_in: Duration) -> Result<String>;
     /// The object's canonical (unsigned) URL.
@@ -49,8 +51,12 @@ impl ImageResult {
 pub trait Repository: Send + Sync {
     /// Creates the indexes the queries need; safe to call at every start.
     async fn ensure_indexes(&self) -> Result<()>;
-    /// Inserts the request and all its rows.
-    async fn create_request(&self, request: &RequestDoc, rows: &[RowDoc]) -> Result<()>;
+    /// Inserts the request document; if one with the same `requestId` exists, returns it instead.
+    async fn insert_request(&self, request: &RequestDoc) -> Result<Option<RequestDoc>>;
+    /// Inserts rows, skipping those already present (a retried ingestion).
+    async fn insert_rows(&self, rows: &[RowDoc]) -> Result<()>;
+    /// Records that every message of the request was sent.
+    async fn mark_enqueued(&self, id: &RequestId, at: DateTime) -> Result<()>;
     async fn get_request(&self, id: &RequestId) -> Result<Option<RequestDoc>>;
     async fn get_row(&self, id: &RequestId, serial_number: i64) -> Result<Option<RowDoc>>;
     /// Rows with a serial number above `after`, in serial order.

@@ -4,6 +4,7 @@
 //! imgpipe-local serve        # HTTP API on IMGPIPE_LOCAL_ADDR (127.0.0.1:3000) + IMGPIPE_LOCAL_WORKERS worker loops
 //! imgpipe-local provision    # create the buckets and queues named by the configuration
 //! imgpipe-local samples DIR  # write the demo's sample images into DIR
+//! imgpipe-local bench-ingest [ROWS] [URLS]  # time the acceptance of a ROWS × URLS CSV (default 10000 × 3)
 //! ```
 
 use std::net::SocketAddr;
@@ -44,8 +45,64 @@ async fn main() -> Result<(), BoxError> {
             Ok(())
         }
         "serve" => serve(config, max_receive, visibility).await,
+        "bench-ingest" => {
+            let rows: usize = std::env::args().nth(2).map_or(Ok(10_000), |v| v.parse())?;
+            let urls: usize = std::env::args().nth(3).map_or(Ok(3), |v| v.parse())?;
+            bench_ingest(config, rows, urls).await
+        }
         other => Err(format!("unknown command `{other}` (expected `serve` or `provision`)").into()),
     }
+}
+
+/// Times the acceptance of a `rows` × `urls` CSV through the real upload handler on the configured stack, in a
+/// fresh database and queue that are removed afterwards.
+async fn bench_ingest(mut config: Config, rows: usize, urls: usize) -> Result<(), BoxError> {
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    config.mongodb_database = format!("bench_ingest_{run}");
+    config.queue_url = format!("{}-bench-{run}", config.queue_url);
+    config.max_rows = config.max_rows.max(rows);
+    config.max_csv_bytes = config.max_csv_bytes.max(rows * urls * 64 + 1024);
+    config.queue_url = imgpipe_local::provision(&config, 5, 30).await?;
+    let app = App::new(config.clone()).await?;
+    app.repo.ensure_indexes().await?;
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
+    for r in 1..=rows {
+        let list: Vec<String> = (0..urls).map(|i| format!("https://images.example.com/p/{r}/{i}.jpg")).collect();
+        csv.push_str(&format!("{r},Product {r},\"{}\"\n", list.join(",")));
+    }
+    let bytes = csv.len();
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/uploads")
+        .header("content-type", "text/csv")
+        .body(lambda_http::Body::from(csv))?;
+    let start = std::time::Instant::now();
+    let response = imgpipe_upload::handle(&app, request).await;
+    let elapsed = start.elapsed();
+    let status = response.status();
+    let sqs = sqs_client(&aws_config(&config).await, &config);
+    let depth = sqs
+        .get_queue_attributes()
+        .queue_url(&config.queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await?
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages).cloned())
+        .unwrap_or_default();
+    sqs.delete_queue().queue_url(&config.queue_url).send().await?;
+    mongodb::Client::with_uri_str(&config.mongodb_uri).await?.database(&config.mongodb_database).drop().await?;
+    if status != http::StatusCode::ACCEPTED {
+        return Err(format!("upload answered {status}: {:?}", response.body()).into());
+    }
+    println!(
+        "ingest: {rows} rows, {} image URLs, {:.1} MB CSV accepted in {:.2} s ({:.0} images/s); {depth} messages queued",
+        rows * urls,
+        bytes as f64 / 1e6,
+        elapsed.as_secs_f64(),
+        (rows * urls) as f64 / elapsed.as_secs_f64()
+    );
+    Ok(())
 }
 
 async fn serve(config: Config, max_receive: u32, visibility: u32) -> Result<(), BoxError> {

@@ -59,6 +59,7 @@ impl Stack {
             fetch_allow_cidrs: Some("127.0.0.0/8".into()),
             url_expiry_secs: 600,
             max_csv_bytes: 5 * 1024 * 1024,
+            max_dropped_csv_bytes: 50 * 1024 * 1024,
             max_rows: 20_000,
             max_urls_per_row: 20,
             enqueue_concurrency: 8,

@@ -61,6 +61,19 @@ impl MongoRepository {
     }
 }
 
+/// Whether every failure in `e` is a duplicate-key error (code 11000), i.e. the documents already exist.
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::InsertMany(m) => {
+            m.write_concern_error.is_none()
+                && m.write_errors.as_ref().is_some_and(|w| !w.is_empty() && w.iter().all(|w| w.code == 11000))
+        }
+        _ => false,
+    }
+}
+
 fn slot(job: &ImageJob, field: &str) -> String {
     format!("images.{}.{field}", job.index)
 }
@@ -83,11 +96,35 @@ impl Repository for MongoRepository {
         Ok(())
     }
 
-    async fn create_request(&self, request: &RequestDoc, rows: &[RowDoc]) -> Result<()> {
-        self.requests.insert_one(request).await?;
-        if !rows.is_empty() {
-            self.rows.insert_many(rows).ordered(false).await?;
+    async fn insert_request(&self, request: &RequestDoc) -> Result<Option<RequestDoc>> {
+        match self.requests.insert_one(request).await {
+            Ok(_) => Ok(None),
+            Err(e) if is_duplicate_key(&e) => {
+                let existing = self.get_request(&request.request_id).await?;
+                existing.map(Some).ok_or_else(|| Error::Database(format!("duplicate key but no document: {e}")))
+            }
+            Err(e) => Err(e.into()),
         }
+    }
+
+    async fn insert_rows(&self, rows: &[RowDoc]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        match self.rows.insert_many(rows).ordered(false).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn mark_enqueued(&self, id: &RequestId, at: DateTime) -> Result<()> {
+        self.requests
+            .update_one(
+                doc! {"requestId": id.as_str(), "enqueuedAt": {"$exists": false}},
+                doc! {"$set": {"enqueuedAt": at}},
+            )
+            .await?;
         Ok(())
     }
 

@@ -77,6 +77,20 @@ impl BlobStore for S3Store {
         }
     }
 
+    async fn presign_put(&self, bucket: &str, key: &str, content_type: &str, expires_in: Duration) -> Result<String> {
+        let presigning = PresigningConfig::expires_in(expires_in).map_err(|e| Error::Storage(e.to_string()))?;
+        let request = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .presigned(presigning)
+            .await
+            .map_err(|e| storage_error("presign PutObject", e))?;
+        Ok(request.uri().to_string())
+    }
+
     async fn presign_get(&self, bucket: &str, key: &str, expires_in: Duration) -> Result<String> {
         let presigning = PresigningConfig::expires_in(expires_in).map_err(|e| Error::Storage(e.to_string()))?;
         let request = self

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::App;
+use crate::csv_input::RowError;
 use crate::csv_output::image_errors;
 use crate::domain::{ImageState, RequestId, RequestStatus};
 use crate::error::{Error, Result};
@@ -59,6 +60,15 @@ pub struct StatusView {
     pub rows: Vec<RowView>,
     /// Pass as `cursor` to get the next page of rows; absent on the last page.
     pub next_cursor: Option<String>,
+    /// Why ingestion failed (a rejected CSV dropped into the bucket): the first rows, and how many in all.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<RowError>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub error_total: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 fn rfc3339(d: mongodb::bson::DateTime) -> String {
@@ -157,6 +167,8 @@ pub async fn request_status(app: &App, id: &RequestId, cursor: Option<&str>, lim
         output_csv_url,
         rows: views,
         next_cursor,
+        errors: request.errors,
+        error_total: request.error_total,
     })
 }
 

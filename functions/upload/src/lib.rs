@@ -1,22 +1,41 @@
-//! Upload function: `POST /uploads` with a CSV body (`text/csv`) or a multipart form field `file`.
+//! Upload function:
+//! - `POST /uploads` with a CSV body (`text/csv`) or a multipart form field `file`, optional `Idempotency-Key`;
+//! - `POST /uploads/presign`: a presigned PUT URL into the uploads bucket's `incoming/` prefix, for large files;
+//! - S3 `ObjectCreated` events for `incoming/*.csv`.
+//!
+//! One Lambda function serves the API and the bucket trigger: [`handle_event`] tells the two payloads apart.
+
+pub mod s3;
 
 use bytes::Bytes;
 use imgpipe_core::api::{error_response, json_response};
-use imgpipe_core::service::ingest::{Accepted, ingest_csv};
+use imgpipe_core::service::ingest::{Accepted, ingest_upload};
 use imgpipe_core::{App, Error};
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
+/// The URL of a request's status.
+fn status_url(app: &App, id: &imgpipe_core::domain::RequestId) -> String {
+    let path = format!("/requests/{id}");
+    match &app.config.api_base_url {
+        Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+        None => path,
+    }
+}
+
 /// Handles one API Gateway request. Every outcome, including errors, is an HTTP response.
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
+    let path = req.uri().path().trim_end_matches('/');
+    if path.ends_with("/uploads/presign") {
+        return match presign(app, &req).await {
+            Ok(body) => json_response(StatusCode::OK, &body).map(Body::from),
+            Err(e) => error_response(&e).map(Body::from),
+        };
+    }
     match upload(app, &req).await {
         Ok(accepted) => {
-            let status_path = format!("/requests/{}", accepted.request_id);
-            let status_url = match &app.config.api_base_url {
-                Some(base) => format!("{}{status_path}", base.trim_end_matches('/')),
-                None => status_path,
-            };
+            let status_url = status_url(app, &accepted.request_id);
             let body = json!({
                 "requestId": accepted.request_id,
                 "status": accepted.status,
@@ -51,7 +70,41 @@ async fn upload(app: &App, req: &Request) -> Result<Accepted, Error> {
             )));
         }
     };
-    ingest_csv(app, &csv).await
+    let idempotency_key = match req.headers().get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v.to_str().map_err(|_| Error::BadRequest("Idempotency-Key must be visible ASCII".into()))?.trim();
+            if key.is_empty() || key.len() > 255 {
+                return Err(Error::BadRequest("Idempotency-Key must be 1 to 255 characters".into()));
+            }
+            Some(key.to_string())
+        }
+    };
+    ingest_upload(app, &csv, idempotency_key.as_deref()).await
+}
+
+/// `POST /uploads/presign`: where to PUT a CSV too large for the API; it is ingested when it lands.
+async fn presign(app: &App, req: &Request) -> Result<serde_json::Value, Error> {
+    if req.method() != Method::POST {
+        return Err(Error::NoRoute(format!("{} {}", req.method(), req.uri().path())));
+    }
+    let id = imgpipe_core::domain::RequestId::new();
+    let key = imgpipe_core::domain::presigned_upload_key(&id);
+    let expires_in = app.config.url_expiry_secs;
+    let url = app
+        .blobs
+        .presign_put(&app.config.uploads_bucket, &key, "text/csv", std::time::Duration::from_secs(expires_in))
+        .await?;
+    Ok(json!({
+        "requestId": id,
+        "uploadUrl": url,
+        "method": "PUT",
+        "headers": {"Content-Type": "text/csv"},
+        "key": key,
+        "expiresIn": expires_in,
+        "maxBytes": app.config.max_dropped_csv_bytes,
+        "statusUrl": status_url(app, &id),
+    }))
 }
 
 fn too_large(len: usize, max: usize) -> Error {

@@ -1,5 +1,6 @@
 use imgpipe_core::App;
-use lambda_http::{Error, service_fn};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -7,9 +8,9 @@ async fn main() -> Result<(), Error> {
     // Built once per execution environment and reused by every invocation.
     let app = App::from_env().await?;
     app.repo.ensure_indexes().await?;
-    lambda_http::run(service_fn(|req| {
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let app = &app;
-        async move { Ok::<_, Error>(imgpipe_upload::handle(app, req).await) }
+        async move { Ok::<_, Error>(imgpipe_upload::s3::handle_event(app, event.payload, event.context).await?) }
     }))
     .await
 }
