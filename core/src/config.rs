@@ -37,6 +37,15 @@ fn default_max_csv_bytes() -> usize {
 fn default_max_dropped_csv_bytes() -> usize {
     200 * 1024 * 1024
 }
+fn default_webhook_attempts() -> u32 {
+    4
+}
+fn default_webhook_backoff_ms() -> u64 {
+    1_000
+}
+fn default_finalise_lease_secs() -> u64 {
+    300
+}
 fn default_max_rows() -> usize {
     100_000
 }
@@ -110,6 +119,18 @@ pub struct Config {
     /// Most image URLs in one row.
     #[serde(default = "default_max_urls_per_row")]
     pub max_urls_per_row: usize,
+    /// Secret of the HMAC-SHA256 signature on webhook calls; webhooks are refused while it is unset.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    /// Delivery attempts of a webhook call (the first one included).
+    #[serde(default = "default_webhook_attempts")]
+    pub webhook_attempts: u32,
+    /// Delay before the second attempt; doubled for each further one.
+    #[serde(default = "default_webhook_backoff_ms")]
+    pub webhook_backoff_ms: u64,
+    /// How long a worker that started finalising a request owns it; past that (the worker died), another may.
+    #[serde(default = "default_finalise_lease_secs")]
+    pub finalise_lease_secs: u64,
     /// `SendMessageBatch` calls in flight at once during an upload.
     #[serde(default = "default_enqueue_concurrency")]
     pub enqueue_concurrency: usize,

@@ -79,6 +79,30 @@ impl Fetcher {
         Ok(Self { client, policy, max_bytes: config.max_image_bytes })
     }
 
+    /// Refuses a URL whose host is an IP literal the address rules forbid (host names are checked on connect).
+    pub fn check_literal(&self, url: &ImageUrl) -> Result<(), String> {
+        match net_guard::literal_ip(url.url()) {
+            Some(ip) => self.policy.check(ip),
+            None => Ok(()),
+        }
+    }
+
+    /// POSTs a JSON body under the same address rules as image fetches; returns the answer's status code.
+    pub async fn post_json(
+        &self,
+        url: &ImageUrl,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+    ) -> Result<u16, FetchError> {
+        self.check_literal(url).map_err(FetchError::Permanent)?;
+        let mut request = self.client.post(url.url().clone()).header("content-type", "application/json").body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.map_err(classify)?;
+        Ok(response.status().as_u16())
+    }
+
     /// Downloads the body of `url`, refusing it as soon as it exceeds the byte cap.
     pub async fn fetch(&self, url: &ImageUrl) -> Result<Vec<u8>, FetchError> {
         if let Some(ip) = net_guard::literal_ip(url.url()) {

@@ -18,6 +18,7 @@ pub mod net_guard;
 pub mod ports;
 pub mod service;
 pub mod telemetry;
+pub mod webhook;
 
 pub use app::App;
 pub use config::Config;

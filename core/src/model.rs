@@ -50,6 +50,36 @@ pub struct RequestDoc {
     pub errors: Vec<RowError>,
     #[serde(default)]
     pub error_total: i64,
+    /// Set by the worker that finalises the request (a lease: see `IMGPIPE_FINALISE_LEASE_SECS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalizing_at: Option<DateTime>,
+    /// The caller's webhook and its delivery record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Webhook>,
+}
+
+/// A webhook named at upload, called once when the request is finalised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    pub url: String,
+    /// `waiting` (request running), `delivering`, `delivered` or `failed` (every attempt failed).
+    pub state: String,
+    #[serde(default)]
+    pub attempts: Vec<WebhookAttempt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<DateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAttempt {
+    pub at: DateTime,
+    /// HTTP status of the answer, if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One image of a row: its state and, once settled, its output or its error.

@@ -7,7 +7,7 @@ use mongodb::bson::DateTime;
 
 use crate::domain::{ImageJob, ImageState, RequestId, RequestStatus};
 use crate::error::Result;
-use crate::model::{RequestDoc, RowDoc, Tally};
+use crate::model::{RequestDoc, RowDoc, Tally, WebhookAttempt};
 
 /// Object storage (S3).
 #[async_trait]
@@ -81,6 +81,14 @@ pub trait Repository: Send + Sync {
     async fn mark_processing(&self, id: &RequestId) -> Result<()>;
     /// Exact settled / failed counts summed over the rows.
     async fn tally(&self, id: &RequestId) -> Result<Tally>;
+    /// Takes the right to finalise the request (free, or its holder's lease expired). `false`: someone else has it.
+    async fn claim_finalisation(&self, id: &RequestId, now: DateTime, lease: Duration) -> Result<bool>;
+    /// Gives the right back after a failure, so a retry need not wait for the lease.
+    async fn release_finalisation(&self, id: &RequestId) -> Result<()>;
+    /// Appends one webhook delivery attempt.
+    async fn record_webhook_attempt(&self, id: &RequestId, attempt: &WebhookAttempt) -> Result<()>;
+    /// Sets the webhook's state (`delivering`, `delivered`, `failed`), with the delivery time when delivered.
+    async fn set_webhook_state(&self, id: &RequestId, state: &str, delivered_at: Option<DateTime>) -> Result<()>;
     /// Sets the final status once: returns `false` if the request was already final.
     async fn finalise(
         &self,

@@ -14,6 +14,7 @@ use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use imgpipe_core::adapters::{aws_config, sqs::sqs_client};
 use imgpipe_core::bson::Document;
 use imgpipe_core::domain::RequestId;
+use imgpipe_core::ports::BlobStore;
 use imgpipe_core::{App, Config};
 use lambda_http::Body;
 
@@ -29,6 +30,36 @@ pub struct Stack {
     pub sqs: aws_sdk_sqs::Client,
     pub s3: aws_sdk_s3::Client,
     pub db: mongodb::Database,
+    puts: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// The real S3 adapter, counting the writes per key (to assert "written once").
+struct CountingBlobs {
+    inner: Arc<dyn BlobStore>,
+    puts: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+#[async_trait::async_trait]
+impl BlobStore for CountingBlobs {
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> imgpipe_core::Result<()> {
+        let result = self.inner.put(bucket, key, body, content_type).await;
+        if result.is_ok() {
+            *self.puts.lock().unwrap().entry(key.to_string()).or_default() += 1;
+        }
+        result
+    }
+    async fn get(&self, bucket: &str, key: &str) -> imgpipe_core::Result<Option<Vec<u8>>> {
+        self.inner.get(bucket, key).await
+    }
+    async fn presign_put(&self, bucket: &str, key: &str, ct: &str, exp: Duration) -> imgpipe_core::Result<String> {
+        self.inner.presign_put(bucket, key, ct, exp).await
+    }
+    async fn presign_get(&self, bucket: &str, key: &str, exp: Duration) -> imgpipe_core::Result<String> {
+        self.inner.presign_get(bucket, key, exp).await
+    }
+    fn object_url(&self, bucket: &str, key: &str) -> String {
+        self.inner.object_url(bucket, key)
+    }
 }
 
 impl Stack {
@@ -40,39 +71,62 @@ impl Stack {
     pub async fn with(test: &str, adjust: impl FnOnce(&mut Config)) -> Self {
         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..10];
         let sqs_endpoint = required_env("IMGPIPE_SQS_ENDPOINT");
-        let mut config = Config {
-            mongodb_uri: required_env("IMGPIPE_MONGODB_URI"),
-            mongodb_database: format!("t_{}_{suffix}", test.replace('-', "_")),
-            uploads_bucket: format!("t-{suffix}-uploads"),
-            outputs_bucket: format!("t-{suffix}-outputs"),
-            queue_url: format!("{sqs_endpoint}/000000000000/t-{test}-{suffix}"),
-            region: "us-east-1".into(),
-            s3_endpoint: Some(required_env("IMGPIPE_S3_ENDPOINT")),
-            sqs_endpoint: Some(sqs_endpoint),
-            api_base_url: None,
-            jpeg_quality: 50,
-            fetch_timeout_ms: 5_000,
-            connect_timeout_ms: 1_000,
-            max_image_bytes: 20 * 1024 * 1024,
-            max_pixels: 40_000_000,
-            max_dimension: 10_000,
-            fetch_allow_cidrs: Some("127.0.0.0/8".into()),
-            url_expiry_secs: 600,
-            max_csv_bytes: 5 * 1024 * 1024,
-            max_dropped_csv_bytes: 50 * 1024 * 1024,
-            max_rows: 20_000,
-            max_urls_per_row: 20,
-            enqueue_concurrency: 8,
-        };
+        // Defaults for everything else, exactly as the functions get them.
+        let mut config: Config = serde_json::from_value(serde_json::json!({
+            "mongodb_uri": required_env("IMGPIPE_MONGODB_URI"),
+            "mongodb_database": format!("t_{}_{suffix}", test.replace('-', "_")),
+            "uploads_bucket": format!("t-{suffix}-uploads"),
+            "outputs_bucket": format!("t-{suffix}-outputs"),
+            "queue_url": format!("{sqs_endpoint}/000000000000/t-{test}-{suffix}"),
+            "region": "us-east-1",
+            "s3_endpoint": required_env("IMGPIPE_S3_ENDPOINT"),
+            "sqs_endpoint": sqs_endpoint,
+            "fetch_timeout_ms": 5_000,
+            "connect_timeout_ms": 1_000,
+            "max_image_bytes": 20 * 1024 * 1024,
+            "max_pixels": 40_000_000,
+            "max_dimension": 10_000,
+            "fetch_allow_cidrs": "127.0.0.0/8",
+            "url_expiry_secs": 600,
+            "max_csv_bytes": 5 * 1024 * 1024,
+            "max_dropped_csv_bytes": 50 * 1024 * 1024,
+            "max_rows": 20_000,
+            "max_urls_per_row": 20,
+            "webhook_secret": "test-webhook-secret",
+            "webhook_backoff_ms": 50,
+        }))
+        .expect("test configuration");
         adjust(&mut config);
         config.queue_url = imgpipe_local::provision(&config, 3, 2).await.expect("provision the local stack");
         let sdk = aws_config(&config).await;
         let sqs = sqs_client(&sdk, &config);
         let s3 = imgpipe_core::adapters::s3::S3Store::new(&sdk, &config).client().clone();
         let db = mongodb::Client::with_uri_str(&config.mongodb_uri).await.unwrap().database(&config.mongodb_database);
-        let app = App::new(config).await.expect("app");
+        let mut app = App::new(config).await.expect("app");
+        let puts = Arc::new(Mutex::new(HashMap::new()));
+        app.blobs = Arc::new(CountingBlobs { inner: app.blobs.clone(), puts: puts.clone() });
         app.repo.ensure_indexes().await.expect("indexes");
-        Self { app, sqs, s3, db }
+        Self { app, sqs, s3, db, puts }
+    }
+
+    /// How many times the functions wrote `key` (any bucket) through the real S3 adapter.
+    pub fn puts_of(&self, key: &str) -> usize {
+        self.puts.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+
+    /// Messages waiting in this test's dead-letter queue.
+    pub async fn dlq_depth(&self) -> usize {
+        let name = format!("{}-dlq", imgpipe_local::queue_name(&self.app.config.queue_url));
+        let url = self.sqs.get_queue_url().queue_name(name).send().await.expect("GetQueueUrl").queue_url.unwrap();
+        let attrs = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .expect("GetQueueAttributes");
+        attrs.attributes().and_then(|a| a.values().next()).and_then(|v| v.parse().ok()).unwrap_or(0)
     }
 
     pub fn requests(&self) -> mongodb::Collection<Document> {

@@ -6,7 +6,7 @@ use mongodb::{Collection, Database, IndexModel};
 
 use crate::domain::{ImageJob, RequestId, RequestStatus};
 use crate::error::{Error, Result};
-use crate::model::{REQUEST_DATA, REQUESTS, RequestDoc, RowDoc, Tally};
+use crate::model::{REQUEST_DATA, REQUESTS, RequestDoc, RowDoc, Tally, WebhookAttempt};
 use crate::ports::{ImageResult, Repository};
 
 /// [`Repository`] on MongoDB (or a MongoDB wire-protocol server).
@@ -219,6 +219,39 @@ impl Repository for MongoRepository {
         let (settled, failed) =
             futures::try_join!(self.sum_rows(id, "$settledImages"), self.sum_rows(id, "$failedImages"))?;
         Ok(Tally { settled, failed })
+    }
+
+    async fn claim_finalisation(&self, id: &RequestId, now: DateTime, lease: std::time::Duration) -> Result<bool> {
+        let expired = DateTime::from_millis(now.timestamp_millis() - lease.as_millis() as i64);
+        let filter = doc! {
+            "requestId": id.as_str(),
+            "status": {"$in": [RequestStatus::Pending.as_str(), RequestStatus::Processing.as_str()]},
+            "$or": [{"finalizingAt": {"$exists": false}}, {"finalizingAt": {"$lt": expired}}],
+        };
+        let result = self.requests.update_one(filter, doc! {"$set": {"finalizingAt": now}}).await?;
+        Ok(result.modified_count == 1)
+    }
+
+    async fn release_finalisation(&self, id: &RequestId) -> Result<()> {
+        self.requests.update_one(doc! {"requestId": id.as_str()}, doc! {"$unset": {"finalizingAt": ""}}).await?;
+        Ok(())
+    }
+
+    async fn record_webhook_attempt(&self, id: &RequestId, attempt: &WebhookAttempt) -> Result<()> {
+        let attempt = mongodb::bson::to_document(attempt).map_err(|e| Error::Corrupt(e.to_string()))?;
+        self.requests
+            .update_one(doc! {"requestId": id.as_str()}, doc! {"$push": {"webhook.attempts": attempt}})
+            .await?;
+        Ok(())
+    }
+
+    async fn set_webhook_state(&self, id: &RequestId, state: &str, delivered_at: Option<DateTime>) -> Result<()> {
+        let mut set = doc! {"webhook.state": state};
+        if let Some(at) = delivered_at {
+            set.insert("webhook.deliveredAt", at);
+        }
+        self.requests.update_one(doc! {"requestId": id.as_str()}, doc! {"$set": set}).await?;
+        Ok(())
     }
 
     async fn finalise(

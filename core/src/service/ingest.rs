@@ -9,9 +9,9 @@ use tracing::Instrument;
 
 use crate::App;
 use crate::csv_input::{CsvLimits, CsvRejection, parse_csv};
-use crate::domain::{ImageJob, ProductRow, RequestId, RequestStatus, dropped_request_id, upload_csv_key};
+use crate::domain::{ImageJob, ImageUrl, ProductRow, RequestId, RequestStatus, dropped_request_id, upload_csv_key};
 use crate::error::{Error, Result};
-use crate::model::{ImageSlot, RequestDoc, RowDoc};
+use crate::model::{ImageSlot, RequestDoc, RowDoc, Webhook};
 
 /// What the upload API answers.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -37,8 +37,8 @@ impl From<&RequestDoc> for Accepted {
 /// Where a CSV came from.
 #[derive(Debug, Clone)]
 pub enum Origin {
-    /// `POST /uploads`, with the caller's `Idempotency-Key` if any.
-    Api { idempotency_key: Option<String> },
+    /// `POST /uploads`, with the caller's `Idempotency-Key` and webhook if any.
+    Api { idempotency_key: Option<String>, webhook: Option<ImageUrl> },
     /// An object created in the uploads bucket.
     S3 { bucket: String, key: String, version: String },
 }
@@ -50,7 +50,7 @@ impl App {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    crate::webhook::hex(&Sha256::digest(bytes))
 }
 
 /// The request id an API upload gets: derived from the `Idempotency-Key` when there is one.
@@ -62,8 +62,19 @@ pub fn api_request_id(idempotency_key: Option<&str>) -> RequestId {
 }
 
 /// Validates `csv` from an API upload and, if every row is good, creates the request and enqueues its images.
-/// A rejected CSV writes nothing anywhere.
-pub async fn ingest_upload(app: &App, csv: &[u8], idempotency_key: Option<&str>) -> Result<Accepted> {
+/// `webhook` is called when the request is finalised. A rejected CSV writes nothing anywhere.
+pub async fn ingest_upload(
+    app: &App,
+    csv: &[u8],
+    idempotency_key: Option<&str>,
+    webhook: Option<ImageUrl>,
+) -> Result<Accepted> {
+    if let Some(url) = &webhook {
+        if app.config.webhook_secret.is_none() {
+            return Err(Error::BadRequest("webhooks are disabled here (IMGPIPE_WEBHOOK_SECRET is not set)".into()));
+        }
+        app.fetcher.check_literal(url).map_err(|reason| Error::BadRequest(format!("webhook URL: {reason}")))?;
+    }
     if csv.len() > app.config.max_csv_bytes {
         return Err(Error::PayloadTooLarge(format!(
             "the CSV is {} bytes; the limit is {} bytes (use POST /uploads/presign for larger files)",
@@ -73,7 +84,7 @@ pub async fn ingest_upload(app: &App, csv: &[u8], idempotency_key: Option<&str>)
     }
     let rows = parse_csv(csv, app.csv_limits())?;
     let id = api_request_id(idempotency_key);
-    let origin = Origin::Api { idempotency_key: idempotency_key.map(str::to_string) };
+    let origin = Origin::Api { idempotency_key: idempotency_key.map(str::to_string), webhook };
     let span = tracing::info_span!("ingest", requestId = %id);
     create_request(app, id, origin, csv, rows).instrument(span).await
 }
@@ -139,6 +150,16 @@ fn request_doc(
         enqueued_at: None,
         errors: Vec::new(),
         error_total: 0,
+        finalizing_at: None,
+        webhook: match origin {
+            Origin::Api { webhook: Some(url), .. } => Some(Webhook {
+                url: url.as_str().to_string(),
+                state: "waiting".into(),
+                attempts: Vec::new(),
+                delivered_at: None,
+            }),
+            _ => None,
+        },
     }
 }
 

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::fetch::FetchError;
 use crate::model::{RequestDoc, RowDoc};
 use crate::ports::ImageResult;
+use crate::webhook;
 
 /// What happened to a job that did not need a retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,7 @@ async fn process(app: &App, job: &ImageJob) -> Result<Processed> {
         Ok(jpeg) => {
             let key = job.output_key();
             app.blobs.put(&app.config.outputs_bucket, &key, jpeg, "image/jpeg").await?;
+            app.faults.check("worker.after_put")?;
             let url = app.blobs.object_url(&app.config.outputs_bucket, &key);
             ImageResult::Succeeded { output_key: key, output_url: url }
         }
@@ -122,19 +124,39 @@ async fn advance(app: &App, job: &ImageJob, row: RowDoc) -> Result<()> {
     Ok(())
 }
 
-/// Recounts exactly; if every image is settled, writes the output CSV and sets the final status (once).
+/// Recounts exactly; if every image is settled, takes the finalisation lease, writes the output CSV, sets the
+/// final status and calls the webhook. Concurrent finalisers: one takes the lease, the others return `false`;
+/// a finaliser that dies is replaced once its lease expires (its message comes back from SQS).
 pub async fn finalise_if_done(app: &App, request: &RequestDoc) -> Result<bool> {
-    let tally = app.repo.tally(&request.request_id).await?;
+    let id = &request.request_id;
+    let tally = app.repo.tally(id).await?;
     if tally.settled < request.total_images {
         return Ok(false);
     }
-    let rows = app.repo.all_rows(&request.request_id).await?;
-    let csv = write_csv(&rows).map_err(|e| Error::Corrupt(format!("output CSV: {e}")))?;
-    let key = output_csv_key(&request.request_id);
-    // The CSV is a pure function of the settled rows, so writing it again (a racing finaliser) is harmless.
-    app.blobs.put(&app.config.outputs_bucket, &key, csv, "text/csv").await?;
+    let lease = std::time::Duration::from_secs(app.config.finalise_lease_secs);
+    if !app.repo.claim_finalisation(id, DateTime::now(), lease).await? {
+        tracing::info!("another worker is finalising this request");
+        return Ok(false);
+    }
     let status = if tally.failed > 0 { RequestStatus::Failed } else { RequestStatus::Completed };
-    let won = app.repo.finalise(&request.request_id, status, tally, &key, DateTime::now()).await?;
+    let finalised = async {
+        let rows = app.repo.all_rows(id).await?;
+        let csv = write_csv(&rows).map_err(|e| Error::Corrupt(format!("output CSV: {e}")))?;
+        let key = output_csv_key(id);
+        app.blobs.put(&app.config.outputs_bucket, &key, csv, "text/csv").await?;
+        app.faults.check("worker.before_final_status")?;
+        app.repo.finalise(id, status, tally, &key, DateTime::now()).await
+    }
+    .await;
+    let won = match finalised {
+        Ok(won) => won,
+        Err(e) => {
+            if let Err(release) = app.repo.release_finalisation(id).await {
+                tracing::warn!(error = %release, "could not release the finalisation lease; it will expire");
+            }
+            return Err(e);
+        }
+    };
     if won {
         tracing::info!(
             status = status.as_str(),
@@ -142,6 +164,44 @@ pub async fn finalise_if_done(app: &App, request: &RequestDoc) -> Result<bool> {
             failed = tally.failed,
             "request finalised"
         );
+        let done = app.repo.get_request(id).await?.ok_or_else(|| Error::NotFound(id.clone()))?;
+        webhook::deliver(app, &done, &summary(app, &done).await?).await?;
     }
     Ok(won)
+}
+
+/// The webhook's JSON summary of a finalised request.
+async fn summary(app: &App, request: &RequestDoc) -> Result<serde_json::Value> {
+    let id = &request.request_id;
+    let output_csv_url = match &request.output_csv_key {
+        Some(key) => Some(
+            app.blobs
+                .presign_get(
+                    &app.config.outputs_bucket,
+                    key,
+                    std::time::Duration::from_secs(app.config.url_expiry_secs),
+                )
+                .await?,
+        ),
+        None => None,
+    };
+    let status_path = format!("/requests/{id}");
+    Ok(serde_json::json!({
+        "event": format!("request.{}", request.status.as_str()),
+        "requestId": id,
+        "status": request.status,
+        "counts": {
+            "products": request.total_products,
+            "images": request.total_images,
+            "succeeded": request.succeeded_images,
+            "failed": request.failed_images,
+        },
+        "createdAt": request.created_at.try_to_rfc3339_string().ok(),
+        "completedAt": request.completed_at.and_then(|d| d.try_to_rfc3339_string().ok()),
+        "statusUrl": match &app.config.api_base_url {
+            Some(base) => format!("{}{status_path}", base.trim_end_matches('/')),
+            None => status_path,
+        },
+        "outputCsvUrl": output_csv_url,
+    }))
 }

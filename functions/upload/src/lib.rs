@@ -9,6 +9,7 @@ pub mod s3;
 
 use bytes::Bytes;
 use imgpipe_core::api::{error_response, json_response};
+use imgpipe_core::domain::ImageUrl;
 use imgpipe_core::service::ingest::{Accepted, ingest_upload};
 use imgpipe_core::{App, Error};
 use lambda_http::http::{Method, StatusCode, header};
@@ -80,7 +81,10 @@ async fn upload(app: &App, req: &Request) -> Result<Accepted, Error> {
             Some(key.to_string())
         }
     };
-    ingest_upload(app, &csv, idempotency_key.as_deref()).await
+    let webhook = query_param(req, "webhook")
+        .map(|w| ImageUrl::parse(&w).map_err(|e| Error::BadRequest(format!("webhook: {e}"))))
+        .transpose()?;
+    ingest_upload(app, &csv, idempotency_key.as_deref(), webhook).await
 }
 
 /// `POST /uploads/presign`: where to PUT a CSV too large for the API; it is ingested when it lands.
@@ -105,6 +109,11 @@ async fn presign(app: &App, req: &Request) -> Result<serde_json::Value, Error> {
         "maxBytes": app.config.max_dropped_csv_bytes,
         "statusUrl": status_url(app, &id),
     }))
+}
+
+fn query_param(req: &Request, name: &str) -> Option<String> {
+    let query = req.uri().query()?;
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
 fn too_large(len: usize, max: usize) -> Error {
