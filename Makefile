@@ -18,8 +18,9 @@ stop: ## stop the local runner and the stack servers started by these scripts
 	bash scripts/local.sh stop || true
 	bash scripts/stack/stop.sh
 
-test: stack ## run the whole test suite against the local stack
+test: stack ## run the whole test suite against the local stack, then the OpenAPI contract check
 	$(WITH_STACK) cargo test --workspace --locked
+	$(WITH_STACK) bash scripts/contract.sh
 
 demo: stack ## a sample CSV through the local runner: compressed images and an output CSV out
 	$(WITH_STACK) bash scripts/demo.sh

@@ -14,6 +14,7 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
         Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         Error::NoRoute(_) => (StatusCode::NOT_FOUND, "no_route"),
+        Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         Error::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         Error::NotReady(_) => (StatusCode::CONFLICT, "not_ready"),
@@ -58,5 +59,9 @@ pub fn error_response(e: &Error) -> http::Response<String> {
     } else {
         tracing::info!(error = %e, status = status.as_u16(), "request rejected");
     }
-    json_response(status, &body)
+    let mut response = json_response(status, &body);
+    if let Error::MethodNotAllowed(allowed) = e {
+        response.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
+    }
+    response
 }

@@ -104,6 +104,11 @@ pub struct Config {
     /// (for local development and tests, e.g. `127.0.0.0/8`). Empty by default: such addresses are refused.
     #[serde(default)]
     pub fetch_allow_cidrs: Option<String>,
+    /// Public base URL of the outputs bucket (a CDN in front of it). When set, output URLs are
+    /// `<base>/<key>` and are handed out as they are; when unset, the status API and the output CSV download hand
+    /// out presigned URLs.
+    #[serde(default)]
+    pub output_base_url: Option<String>,
     /// Lifetime of presigned URLs handed out by the status API.
     #[serde(default = "default_url_expiry_secs")]
     pub url_expiry_secs: u64,

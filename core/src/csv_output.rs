@@ -33,8 +33,13 @@ pub fn image_errors(row: &RowDoc) -> Vec<String> {
         .collect()
 }
 
-/// Writes rows (already in serial order) as RFC 4180 CSV.
+/// Writes rows (already in serial order) as RFC 4180 CSV, with each row's stored output URLs.
 pub fn write_csv(rows: &[RowDoc]) -> Result<Vec<u8>, csv::Error> {
+    write_csv_with(rows, output_urls)
+}
+
+/// [`write_csv`] with the output URLs of each row given by `urls` (e.g. presigned ones).
+pub fn write_csv_with(rows: &[RowDoc], mut urls: impl FnMut(&RowDoc) -> Vec<String>) -> Result<Vec<u8>, csv::Error> {
     let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
     writer.write_record([COL_SERIAL, COL_PRODUCT, COL_URLS, COL_OUTPUT_URLS, COL_ERRORS])?;
     for row in rows {
@@ -42,7 +47,7 @@ pub fn write_csv(rows: &[RowDoc]) -> Result<Vec<u8>, csv::Error> {
             row.serial_number.to_string().as_str(),
             &escape_formula(&row.product_name),
             &escape_formula(&row.input_image_urls.join(",")),
-            &escape_formula(&output_urls(row).join(",")),
+            &escape_formula(&urls(row).join(",")),
             &escape_formula(&image_errors(row).join("; ")),
         ])?;
     }

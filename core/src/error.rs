@@ -16,6 +16,9 @@ pub enum Error {
     NotFound(RequestId),
     #[error("no route for {0}")]
     NoRoute(String),
+    /// The path exists but not with this method; the value lists the allowed ones.
+    #[error("method not allowed here; use {0}")]
+    MethodNotAllowed(&'static str),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]

@@ -22,7 +22,7 @@ pub const API_PAYLOAD_LIMIT: usize = 10 * 1024 * 1024;
 /// Routes a request to the function API Gateway would invoke for it.
 pub async fn invoke_api(app: &App, req: lambda_http::Request) -> http::Response<lambda_http::Body> {
     let path = req.uri().path().trim_end_matches('/').to_string();
-    if path.ends_with("/uploads") {
+    if path.ends_with("/uploads") || path.ends_with("/uploads/presign") {
         imgpipe_upload::handle(app, req).await
     } else if path.starts_with("/requests/") || path.starts_with("/status/") {
         imgpipe_status::handle(app, req).await

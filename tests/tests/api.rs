@@ -131,3 +131,103 @@ async fn output_csv_is_409_while_running_and_rows_page_in_serial_order() {
     let (code, _) = stack.get(&format!("/requests/{id}?cursor=bogus")).await;
     assert_eq!(code, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_pending_then_processing_then_completed() {
+    let stack = Stack::new("lifecycle").await;
+    let server = ImageServer::start().await;
+    let a = server.serve("/a.jpg", "image/jpeg", jpeg(&photo(40, 30, 1), 90));
+    let b = server.serve("/b.jpg", "image/jpeg", jpeg(&photo(30, 40, 2), 90));
+    let (code, body) =
+        stack.upload("text/csv", format!("S. No.,Product Name,Input Image Urls\n1,A,\"{a},{b}\"\n")).await;
+    assert_eq!(code, 202, "{body}");
+    let id = request_id(&body);
+    let (_, status) = stack.status(id.as_str()).await;
+    assert_eq!((status["status"].as_str(), status["percentComplete"].as_f64()), (Some("pending"), Some(0.0)));
+    assert!(status["completedAt"].is_null() && status["outputCsvUrl"].is_null());
+
+    let mut messages = Vec::new();
+    while messages.len() < 2 {
+        messages.extend(stack.receive(1).await);
+    }
+    stack.work(&messages[..1]).await;
+    let (_, status) = stack.status(id.as_str()).await;
+    assert_eq!(status["status"], "processing");
+    assert_eq!(status["counts"]["processed"], 1);
+    assert_eq!(status["percentComplete"], 50.0);
+    let (code, _) = stack.get(&format!("/requests/{id}/output.csv")).await;
+    assert_eq!(code, 409, "no output CSV while processing");
+
+    stack.work(&messages[1..]).await;
+    let (_, status) = stack.status(id.as_str()).await;
+    assert_eq!(status["status"], "completed");
+    assert_eq!(status["percentComplete"], 100.0);
+    assert_eq!(status["outputCsvUrl"], format!("/requests/{id}/output.csv"));
+    let (code, _) = stack.get(&format!("/requests/{id}/output.csv")).await;
+    assert_eq!(code, 200);
+    // the alias answers the same
+    let (code, alias) = stack.get(&format!("/status/{id}")).await;
+    assert_eq!(code, 200);
+    let alias: serde_json::Value = serde_json::from_slice(&alias).unwrap();
+    assert_eq!(alias["counts"], status["counts"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walking_every_page_of_250_rows_returns_each_row_once_in_serial_order() {
+    let stack = Stack::new("walk250").await;
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
+    // serials out of order and with gaps, as real files have them
+    let mut serials: Vec<i64> = (1..=250).map(|i| i * 3 + (i % 7)).collect();
+    serials.reverse();
+    for s in &serials {
+        csv.push_str(&format!("{s},P{s},http://127.0.0.1:9/{s}.jpg\n"));
+    }
+    let (code, body) = stack.upload("text/csv", csv).await;
+    assert_eq!(code, 202, "{body}");
+    let id = request_id(&body);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/requests/{id}?limit=40&cursor={c}"),
+            None => format!("/requests/{id}?limit=40"),
+        };
+        let (code, body) = stack.get(&path).await;
+        assert_eq!(code, 200);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        pages += 1;
+        let rows = body["rows"].as_array().unwrap();
+        assert!(rows.len() <= 40);
+        for r in rows {
+            assert_eq!(r["productName"], format!("P{}", r["serialNumber"]));
+            seen.push(r["serialNumber"].as_i64().unwrap());
+        }
+        match body["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    serials.sort();
+    assert_eq!(seen, serials, "every row once, in serial order");
+    assert_eq!(pages, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_public_base_url_output_urls_are_under_it_and_not_presigned() {
+    let stack = Stack::with("cdn", |c| c.output_base_url = Some("https://cdn.example.com/imgs/".into())).await;
+    let server = ImageServer::start().await;
+    let a = server.serve("/a.jpg", "image/jpeg", jpeg(&photo(40, 30, 1), 90));
+    let (_, body) = stack.upload("text/csv", format!("S. No.,Product Name,Input Image Urls\n1,A,{a}\n")).await;
+    let id = request_id(&body);
+    stack.drain(std::time::Duration::from_secs(30)).await;
+    let expected = format!("https://cdn.example.com/imgs/outputs/{id}/1-0.jpg");
+    let (_, status) = stack.status(id.as_str()).await;
+    assert_eq!(status["rows"][0]["outputImageUrls"][0], expected.as_str());
+    let (code, csv) = stack.get(&format!("/requests/{id}/output.csv")).await;
+    assert_eq!(code, 200);
+    let csv = String::from_utf8(csv).unwrap();
+    assert!(csv.contains(&format!(",{expected},")), "{csv}");
+    let row = stack.request_data().find_one(doc! {"requestId": id.as_str()}).await.unwrap().unwrap();
+    assert_eq!(row.get_array("outputImageUrls").unwrap()[0].as_str(), Some(expected.as_str()));
+}

@@ -168,12 +168,20 @@ async fn csv_in_compressed_jpegs_and_output_csv_out() {
         let outs: Vec<&str> = rec[3].split(',').collect();
         assert_eq!(outs.len(), inputs[r].len());
         for (i, out) in outs.iter().enumerate() {
-            assert!(out.ends_with(&format!("outputs/{id}/{}-{i}.jpg", r + 1)), "{out}");
+            // a presigned URL of the compressed image, which downloads
+            let path = out.split('?').next().unwrap();
+            assert!(path.ends_with(&format!("outputs/{id}/{}-{i}.jpg", r + 1)), "{out}");
+            let got = http.get(*out).send().await.unwrap();
+            assert_eq!(got.status(), 200, "{out}");
+            assert_eq!(image::guess_format(&got.bytes().await.unwrap()).unwrap(), image::ImageFormat::Jpeg);
         }
         assert_eq!(&rec[4], "");
     }
-    let presigned_csv = status["outputCsvUrl"].as_str().expect("outputCsvUrl");
-    assert_eq!(http.get(presigned_csv).send().await.unwrap().bytes().await.unwrap().as_ref(), csv_out.as_slice());
+    assert_eq!(status["outputCsvUrl"], format!("/requests/{id}/output.csv"));
+    // The stored CSV (what the webhook links to) has the canonical URLs of the same objects.
+    let stored = stack.object(&stack.app.config.outputs_bucket, &format!("outputs/{id}/output.csv")).await.unwrap();
+    let stored = String::from_utf8(stored).unwrap();
+    assert!(stored.contains(&format!("/outputs/{id}/1-0.jpg,")), "{stored}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,7 +199,9 @@ async fn redelivered_message_does_not_change_counts() {
     let (_, before) = stack.status(id.as_str()).await;
     assert_eq!(before["status"], "completed");
     let request_before = stack.requests().find_one(doc! {"requestId": id.as_str()}).await.unwrap().unwrap();
-    let csv_before = stack.get(&format!("/requests/{id}/output.csv")).await;
+    let csv_key = format!("outputs/{id}/output.csv");
+    let csv_before = stack.object(&stack.app.config.outputs_bucket, &csv_key).await.expect("output CSV");
+    assert_eq!(stack.puts_of(&csv_key), 1);
 
     // Deliver the first image's message again, as SQS may.
     stack.sqs.send_message().queue_url(&stack.app.config.queue_url).message_body(&bodies[0]).send().await.unwrap();
@@ -209,7 +219,8 @@ async fn redelivered_message_does_not_change_counts() {
     }
     let row = stack.request_data().find_one(doc! {"requestId": id.as_str()}).await.unwrap().unwrap();
     assert_eq!(row.get_i64("settledImages").unwrap(), 2);
-    assert_eq!(stack.get(&format!("/requests/{id}/output.csv")).await, csv_before);
+    assert_eq!(stack.object(&stack.app.config.outputs_bucket, &csv_key).await.unwrap(), csv_before);
+    assert_eq!(stack.puts_of(&csv_key), 1, "the redelivery did not finalise again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,7 +258,7 @@ async fn a_bad_image_fails_only_itself_and_is_recorded_with_its_reason() {
     let rec = reader.records().next().unwrap().unwrap();
     let outs: Vec<&str> = rec[3].split(',').collect();
     assert_eq!(outs.len(), 3, "output URLs stay aligned with the inputs");
-    assert!(outs[0].ends_with(&format!("outputs/{id}/1-0.jpg")));
+    assert!(outs[0].split('?').next().unwrap().ends_with(&format!("outputs/{id}/1-0.jpg")));
     assert_eq!((outs[1], outs[2]), ("", ""));
     assert!(rec[4].starts_with("image 2: HTTP 404"), "{}", &rec[4]);
     assert!(rec[4].contains("image 3: not an image"), "{}", &rec[4]);

@@ -59,7 +59,7 @@ async fn process(app: &App, job: &ImageJob) -> Result<Processed> {
             let key = job.output_key();
             app.blobs.put(&app.config.outputs_bucket, &key, jpeg, "image/jpeg").await?;
             app.faults.check("worker.after_put")?;
-            let url = app.blobs.object_url(&app.config.outputs_bucket, &key);
+            let url = app.output_url(&key);
             ImageResult::Succeeded { output_key: key, output_url: url }
         }
         Err(ImageFailure::Permanent(reason)) => {

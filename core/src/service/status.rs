@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::App;
 use crate::csv_input::RowError;
-use crate::csv_output::image_errors;
+use crate::csv_output::{image_errors, write_csv_with};
 use crate::domain::{ImageState, RequestId, RequestStatus};
 use crate::error::{Error, Result};
 use crate::model::{RequestDoc, RowDoc, Tally};
@@ -75,9 +75,35 @@ fn rfc3339(d: mongodb::bson::DateTime) -> String {
     d.try_to_rfc3339_string().unwrap_or_else(|_| d.timestamp_millis().to_string())
 }
 
+/// Largest output CSV the API returns in its body; larger ones are a redirect (Lambda responses are capped at 6 MB).
+pub const INLINE_CSV_LIMIT: usize = 5 * 1024 * 1024;
+
+/// What `GET /requests/{id}/output.csv` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CsvDownload {
+    Inline(Vec<u8>),
+    Redirect(String),
+}
+
 impl App {
     fn expiry(&self) -> Duration {
         Duration::from_secs(self.config.url_expiry_secs)
+    }
+
+    /// The stored URL of an output object: under the public base URL, else the object's S3 URL.
+    pub fn output_url(&self, key: &str) -> String {
+        match &self.config.output_base_url {
+            Some(base) => format!("{}/{key}", base.trim_end_matches('/')),
+            None => self.blobs.object_url(&self.config.outputs_bucket, key),
+        }
+    }
+
+    /// A URL the caller can download an output object from: public, or presigned.
+    pub async fn download_url(&self, key: &str) -> Result<String> {
+        match &self.config.output_base_url {
+            Some(_) => Ok(self.output_url(key)),
+            None => self.blobs.presign_get(&self.config.outputs_bucket, key, self.expiry()).await,
+        }
     }
 
     async fn row_view(&self, row: RowDoc) -> Result<RowView> {
@@ -88,9 +114,7 @@ impl App {
                 None => (ImageState::Pending, None, None),
             };
             let output_url = match (state, key) {
-                (ImageState::Succeeded, Some(key)) => {
-                    Some(self.blobs.presign_get(&self.config.outputs_bucket, key, self.expiry()).await?)
-                }
+                (ImageState::Succeeded, Some(key)) => Some(self.download_url(key).await?),
                 _ => None,
             };
             images.push(ImageView { input_url: input.clone(), state, output_url, error });
@@ -106,11 +130,20 @@ impl App {
     }
 }
 
-/// Parses the opaque row cursor handed out as `nextCursor`.
+/// The opaque row cursor handed out as `nextCursor`: the last serial number of the page, base64url-encoded.
+pub fn make_cursor(last_serial: i64) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("after:{last_serial}"))
+}
+
+/// Parses a cursor made by [`make_cursor`].
 pub fn parse_cursor(cursor: &str) -> Result<i64> {
-    cursor
-        .strip_prefix("s")
-        .and_then(|n| n.parse::<i64>().ok())
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix("after:").and_then(|n| n.parse::<i64>().ok()))
         .ok_or_else(|| Error::BadRequest(format!("invalid cursor `{cursor}`")))
 }
 
@@ -134,7 +167,7 @@ pub async fn request_status(app: &App, id: &RequestId, cursor: Option<&str>, lim
     let mut rows = app.repo.rows_page(id, after, limit + 1).await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
-        rows.last().map(|r| format!("s{}", r.serial_number))
+        rows.last().map(|r| make_cursor(r.serial_number))
     } else {
         None
     };
@@ -143,7 +176,10 @@ pub async fn request_status(app: &App, id: &RequestId, cursor: Option<&str>, lim
         views.push(app.row_view(row).await?);
     }
     let output_csv_url = match (&request.output_csv_key, request.status.is_final()) {
-        (Some(key), true) => Some(app.blobs.presign_get(&app.config.outputs_bucket, key, app.expiry()).await?),
+        (Some(_), true) => Some(match &app.config.api_base_url {
+            Some(base) => format!("{}/requests/{id}/output.csv", base.trim_end_matches('/')),
+            None => format!("/requests/{id}/output.csv"),
+        }),
         _ => None,
     };
     let percent_complete = if request.total_images == 0 {
@@ -172,15 +208,40 @@ pub async fn request_status(app: &App, id: &RequestId, cursor: Option<&str>, lim
     })
 }
 
-/// The output CSV's bytes; `NotReady` while the request is running.
-pub async fn output_csv(app: &App, id: &RequestId) -> Result<Vec<u8>> {
+/// The output CSV with downloadable image URLs; `NotReady` while the request is running. With a public base URL
+/// the stored CSV already has them; otherwise it is rebuilt with fresh presigned URLs (stored URLs of a private
+/// bucket cannot be opened, and URLs presigned by a Lambda role expire with its session).
+pub async fn output_csv(app: &App, id: &RequestId) -> Result<CsvDownload> {
     let request = load(app, id).await?;
-    match (&request.output_csv_key, request.status.is_final()) {
-        (Some(key), true) => app
-            .blobs
+    let Some(key) = request.output_csv_key.as_deref().filter(|_| request.status.is_final()) else {
+        return Err(Error::NotReady(id.clone()));
+    };
+    let csv = if app.config.output_base_url.is_some() {
+        app.blobs
             .get(&app.config.outputs_bucket, key)
             .await?
-            .ok_or_else(|| Error::Corrupt(format!("output CSV {key} is missing"))),
-        _ => Err(Error::NotReady(id.clone())),
+            .ok_or_else(|| Error::Corrupt(format!("output CSV {key} is missing")))?
+    } else {
+        let rows = app.repo.all_rows(id).await?;
+        let mut urls = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut row_urls = Vec::with_capacity(row.input_image_urls.len());
+            for slot in row.slots() {
+                row_urls.push(match slot.and_then(|s| s.output_key.as_deref()) {
+                    Some(k) => app.download_url(k).await?,
+                    None => String::new(),
+                });
+            }
+            urls.push(row_urls);
+        }
+        let mut next = urls.into_iter();
+        write_csv_with(&rows, |_| next.next().unwrap_or_default())
+            .map_err(|e| Error::Corrupt(format!("output CSV: {e}")))?
+    };
+    if csv.len() <= INLINE_CSV_LIMIT {
+        return Ok(CsvDownload::Inline(csv));
     }
+    let download_key = format!("outputs/{id}/output-download.csv");
+    app.blobs.put(&app.config.outputs_bucket, &download_key, csv, "text/csv").await?;
+    Ok(CsvDownload::Redirect(app.blobs.presign_get(&app.config.outputs_bucket, &download_key, app.expiry()).await?))
 }

@@ -3,7 +3,7 @@
 
 use imgpipe_core::api::{error_response, json_response};
 use imgpipe_core::domain::RequestId;
-use imgpipe_core::service::status::{output_csv, request_status};
+use imgpipe_core::service::status::{CsvDownload, output_csv, request_status};
 use imgpipe_core::{App, Error};
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
@@ -16,15 +16,17 @@ enum Route {
 /// Finds the route from the path's last segments, so a stage prefix (`/prod/requests/…`) is harmless.
 fn route(req: &Request) -> Result<Route, Error> {
     let no_route = || Error::NoRoute(format!("{} {}", req.method(), req.uri().path()));
-    if req.method() != Method::GET {
-        return Err(no_route());
-    }
     let segments: Vec<&str> = req.uri().path().trim_end_matches('/').split('/').collect();
-    match segments.as_slice() {
-        [.., "requests" | "status", id] => Ok(Route::Status(RequestId::parse(id)?)),
-        [.., "requests", id, "output.csv"] => Ok(Route::OutputCsv(RequestId::parse(id)?)),
-        _ => Err(no_route()),
+    let (id, csv) = match segments.as_slice() {
+        [.., "requests", id, "output.csv"] => (id, true),
+        [.., "requests" | "status", id] => (id, false),
+        _ => return Err(no_route()),
+    };
+    if req.method() != Method::GET {
+        return Err(Error::MethodNotAllowed("GET"));
     }
+    let id = RequestId::parse(id)?;
+    Ok(if csv { Route::OutputCsv(id) } else { Route::Status(id) })
 }
 
 fn query_param<'a>(req: &'a Request, name: &str) -> Option<std::borrow::Cow<'a, str>> {
@@ -47,15 +49,19 @@ async fn respond(app: &App, req: &Request) -> Result<Response<Body>, Error> {
             let body = serde_json::to_value(&view).map_err(|e| Error::Corrupt(e.to_string()))?;
             Ok(json_response(StatusCode::OK, &body).map(Body::from))
         }
-        Route::OutputCsv(id) => {
-            let csv = output_csv(app, &id).await?;
-            Ok(Response::builder()
+        Route::OutputCsv(id) => match output_csv(app, &id).await? {
+            CsvDownload::Inline(csv) => Ok(Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "text/csv; charset=utf-8")
                 .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{id}.csv\""))
                 .body(Body::from(csv))
-                .expect("static headers are valid"))
-        }
+                .expect("static headers are valid")),
+            CsvDownload::Redirect(url) => Ok(Response::builder()
+                .status(StatusCode::SEE_OTHER)
+                .header(header::LOCATION, url)
+                .body(Body::Empty)
+                .expect("static headers are valid")),
+        },
     }
 }
 

@@ -53,8 +53,11 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
 }
 
 async fn upload(app: &App, req: &Request) -> Result<Accepted, Error> {
-    if req.method() != Method::POST || !req.uri().path().trim_end_matches('/').ends_with("/uploads") {
+    if !req.uri().path().trim_end_matches('/').ends_with("/uploads") {
         return Err(Error::NoRoute(format!("{} {}", req.method(), req.uri().path())));
+    }
+    if req.method() != Method::POST {
+        return Err(Error::MethodNotAllowed("POST"));
     }
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -90,7 +93,7 @@ async fn upload(app: &App, req: &Request) -> Result<Accepted, Error> {
 /// `POST /uploads/presign`: where to PUT a CSV too large for the API; it is ingested when it lands.
 async fn presign(app: &App, req: &Request) -> Result<serde_json::Value, Error> {
     if req.method() != Method::POST {
-        return Err(Error::NoRoute(format!("{} {}", req.method(), req.uri().path())));
+        return Err(Error::MethodNotAllowed("POST"));
     }
     let id = imgpipe_core::domain::RequestId::new();
     let key = imgpipe_core::domain::presigned_upload_key(&id);
