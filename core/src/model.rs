@@ -50,6 +50,9 @@ pub struct RequestDoc {
     pub errors: Vec<RowError>,
     #[serde(default)]
     pub error_total: i64,
+    /// `completedAt`'s UTC day (`YYYY-MM-DD`): the bucket of the daily report (no date operators needed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_day: Option<String>,
     /// Set by the worker that finalises the request (a lease: see `IMGPIPE_FINALISE_LEASE_SECS`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finalizing_at: Option<DateTime>,
@@ -134,6 +137,28 @@ impl RowDoc {
     pub fn is_settled(&self) -> bool {
         self.settled_images >= self.total_images
     }
+}
+
+/// The UTC day of a date, `YYYY-MM-DD`.
+pub fn day_of(at: DateTime) -> String {
+    at.try_to_rfc3339_string().map(|s| s[..10].to_string()).unwrap_or_default()
+}
+
+/// Filters of the request list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub status: Option<RequestStatus>,
+    pub created_after: Option<DateTime>,
+    pub created_before: Option<DateTime>,
+}
+
+/// Images finished on one day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DailyImages {
+    pub day: String,
+    pub processed: i64,
+    pub failed: i64,
 }
 
 /// Exact progress of a request, summed over its rows.

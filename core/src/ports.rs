@@ -7,7 +7,7 @@ use mongodb::bson::DateTime;
 
 use crate::domain::{ImageJob, ImageState, RequestId, RequestStatus};
 use crate::error::Result;
-use crate::model::{RequestDoc, RowDoc, Tally, WebhookAttempt};
+use crate::model::{DailyImages, ListFilter, RequestDoc, RowDoc, Tally, WebhookAttempt};
 
 /// Object storage (S3).
 #[async_trait]
@@ -89,6 +89,17 @@ pub trait Repository: Send + Sync {
     async fn record_webhook_attempt(&self, id: &RequestId, attempt: &WebhookAttempt) -> Result<()>;
     /// Sets the webhook's state (`delivering`, `delivered`, `failed`), with the delivery time when delivered.
     async fn set_webhook_state(&self, id: &RequestId, state: &str, delivered_at: Option<DateTime>) -> Result<()>;
+    /// Requests matching `filter`, newest first, after the (createdAt, requestId) position `after`.
+    async fn list_requests(
+        &self,
+        filter: &ListFilter,
+        after: Option<(DateTime, RequestId)>,
+        limit: i64,
+    ) -> Result<Vec<RequestDoc>>;
+    /// How many requests are in each status.
+    async fn count_by_status(&self) -> Result<Vec<(String, i64)>>;
+    /// Images of requests finalised on each day from `since_day` (`YYYY-MM-DD`) on, oldest first.
+    async fn daily_images(&self, since_day: &str) -> Result<Vec<DailyImages>>;
     /// Sets the final status once: returns `false` if the request was already final.
     async fn finalise(
         &self,

@@ -24,7 +24,8 @@ pub async fn invoke_api(app: &App, req: lambda_http::Request) -> http::Response<
     let path = req.uri().path().trim_end_matches('/').to_string();
     if path.ends_with("/uploads") || path.ends_with("/uploads/presign") {
         imgpipe_upload::handle(app, req).await
-    } else if path.starts_with("/requests/") || path.starts_with("/status/") {
+    } else if path.starts_with("/requests/") || path.starts_with("/status/") || path == "/requests" || path == "/stats"
+    {
         imgpipe_status::handle(app, req).await
     } else {
         error_response(&Error::NoRoute(format!("{} {}", req.method(), req.uri().path()))).map(lambda_http::Body::from)

@@ -6,7 +6,9 @@ use mongodb::{Collection, Database, IndexModel};
 
 use crate::domain::{ImageJob, RequestId, RequestStatus};
 use crate::error::{Error, Result};
-use crate::model::{REQUEST_DATA, REQUESTS, RequestDoc, RowDoc, Tally, WebhookAttempt};
+use crate::model::{
+    DailyImages, ListFilter, REQUEST_DATA, REQUESTS, RequestDoc, RowDoc, Tally, WebhookAttempt, day_of,
+};
 use crate::ports::{ImageResult, Repository};
 
 /// [`Repository`] on MongoDB (or a MongoDB wire-protocol server).
@@ -23,8 +25,26 @@ pub struct MongoRepository {
 /// Every index the queries of this module need, declared in one place.
 pub fn indexes() -> Vec<(&'static str, IndexModel)> {
     let unique = |name: &str| IndexOptions::builder().unique(true).name(name.to_string()).build();
+    let named = |name: &str| IndexOptions::builder().name(name.to_string()).build();
     vec![
         (REQUESTS, IndexModel::builder().keys(doc! {"requestId": 1}).options(unique("requestId_unique")).build()),
+        // GET /requests: newest first, optionally by status; (createdAt, requestId) is the page cursor.
+        (
+            REQUESTS,
+            IndexModel::builder()
+                .keys(doc! {"createdAt": -1, "requestId": -1})
+                .options(named("createdAt_requestId"))
+                .build(),
+        ),
+        (
+            REQUESTS,
+            IndexModel::builder()
+                .keys(doc! {"status": 1, "createdAt": -1, "requestId": -1})
+                .options(named("status_createdAt_requestId"))
+                .build(),
+        ),
+        // GET /stats: images per day.
+        (REQUESTS, IndexModel::builder().keys(doc! {"completedDay": 1}).options(named("completedDay")).build()),
         (
             REQUEST_DATA,
             IndexModel::builder()
@@ -254,6 +274,76 @@ impl Repository for MongoRepository {
         Ok(())
     }
 
+    async fn list_requests(
+        &self,
+        filter: &ListFilter,
+        after: Option<(DateTime, RequestId)>,
+        limit: i64,
+    ) -> Result<Vec<RequestDoc>> {
+        let mut query = Document::new();
+        if let Some(status) = filter.status {
+            query.insert("status", status.as_str());
+        }
+        let mut created = Document::new();
+        if let Some(after) = filter.created_after {
+            created.insert("$gte", after);
+        }
+        if let Some(before) = filter.created_before {
+            created.insert("$lt", before);
+        }
+        if !created.is_empty() {
+            query.insert("createdAt", created);
+        }
+        if let Some((at, id)) = after {
+            query.insert(
+                "$or",
+                vec![doc! {"createdAt": {"$lt": at}}, doc! {"createdAt": at, "requestId": {"$lt": id.as_str()}}],
+            );
+        }
+        let cursor = self.requests.find(query).sort(doc! {"createdAt": -1, "requestId": -1}).limit(limit).await?;
+        Ok(cursor.try_collect().await?)
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(String, i64)>> {
+        // The `$match` on every status lets the planner walk the status index instead of the collection.
+        let statuses = ["pending", "processing", "completed", "failed"];
+        let pipeline = [
+            doc! {"$match": {"status": {"$in": statuses.to_vec()}}},
+            doc! {"$group": {"_id": "$status", "n": {"$sum": 1}}},
+        ];
+        let docs: Vec<Document> = self.requests.aggregate(pipeline).await?.try_collect().await?;
+        Ok(docs.iter().filter_map(|d| Some((d.get_str("_id").ok()?.to_string(), as_i64(d.get("n"))))).collect())
+    }
+
+    async fn daily_images(&self, since_day: &str) -> Result<Vec<DailyImages>> {
+        // One accumulator per pipeline (see `tally`).
+        let sum = |field: &str| {
+            [
+                doc! {"$match": {"completedDay": {"$gte": since_day}}},
+                doc! {"$group": {"_id": "$completedDay", "n": {"$sum": field}}},
+            ]
+        };
+        let succeeded: Vec<Document> = self.requests.aggregate(sum("$succeededImages")).await?.try_collect().await?;
+        let failed: Vec<Document> = self.requests.aggregate(sum("$failedImages")).await?.try_collect().await?;
+        let mut days: std::collections::BTreeMap<String, DailyImages> = std::collections::BTreeMap::new();
+        for (docs, is_failed) in [(&succeeded, false), (&failed, true)] {
+            for d in docs {
+                let Ok(day) = d.get_str("_id") else { continue };
+                let entry = days.entry(day.to_string()).or_insert_with(|| DailyImages {
+                    day: day.to_string(),
+                    processed: 0,
+                    failed: 0,
+                });
+                let n = as_i64(d.get("n"));
+                entry.processed += n;
+                if is_failed {
+                    entry.failed += n;
+                }
+            }
+        }
+        Ok(days.into_values().collect())
+    }
+
     async fn finalise(
         &self,
         id: &RequestId,
@@ -275,6 +365,7 @@ impl Repository for MongoRepository {
             "succeededImages": tally.settled - tally.failed,
             "failedImages": tally.failed,
             "outputCsvKey": output_csv_key,
+            "completedDay": day_of(at),
         }};
         Ok(self.requests.update_one(filter, update).await?.modified_count == 1)
     }

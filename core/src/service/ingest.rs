@@ -150,6 +150,7 @@ fn request_doc(
         enqueued_at: None,
         errors: Vec::new(),
         error_total: 0,
+        completed_day: None,
         finalizing_at: None,
         webhook: match origin {
             Origin::Api { webhook: Some(url), .. } => Some(Webhook {
@@ -177,6 +178,7 @@ async fn record_rejection(
     let mut doc = request_doc(&id, &origin, csv, (bucket.clone(), key.clone()), now);
     doc.status = RequestStatus::Failed;
     doc.completed_at = Some(now);
+    doc.completed_day = Some(crate::model::day_of(now));
     doc.error_total = rejection.total as i64;
     doc.errors = rejection.errors;
     doc.enqueued_at = Some(now);

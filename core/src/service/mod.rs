@@ -2,4 +2,5 @@
 
 pub mod ingest;
 pub mod process;
+pub mod reports;
 pub mod status;

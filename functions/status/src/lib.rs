@@ -1,8 +1,9 @@
-//! Status function: `GET /requests/{requestId}` (alias `/status/{requestId}`) and
-//! `GET /requests/{requestId}/output.csv`.
+//! Status function: `GET /requests/{requestId}` (alias `/status/{requestId}`),
+//! `GET /requests/{requestId}/output.csv`, and the reports `GET /requests` and `GET /stats`.
 
 use imgpipe_core::api::{error_response, json_response};
 use imgpipe_core::domain::RequestId;
+use imgpipe_core::service::reports::{ListQuery, list_requests, stats};
 use imgpipe_core::service::status::{CsvDownload, output_csv, request_status};
 use imgpipe_core::{App, Error};
 use lambda_http::http::{Method, StatusCode, header};
@@ -11,6 +12,8 @@ use lambda_http::{Body, Request, Response};
 enum Route {
     Status(RequestId),
     OutputCsv(RequestId),
+    List,
+    Stats,
 }
 
 /// Finds the route from the path's last segments, so a stage prefix (`/prod/requests/…`) is harmless.
@@ -19,7 +22,13 @@ fn route(req: &Request) -> Result<Route, Error> {
     let segments: Vec<&str> = req.uri().path().trim_end_matches('/').split('/').collect();
     let (id, csv) = match segments.as_slice() {
         [.., "requests", id, "output.csv"] => (id, true),
-        [.., "requests" | "status", id] => (id, false),
+        [.., "requests" | "status", id] if !id.is_empty() => (id, false),
+        [.., "requests"] | [.., "stats"] => {
+            if req.method() != Method::GET {
+                return Err(Error::MethodNotAllowed("GET"));
+            }
+            return Ok(if segments.last() == Some(&"stats") { Route::Stats } else { Route::List });
+        }
         _ => return Err(no_route()),
     };
     if req.method() != Method::GET {
@@ -39,7 +48,35 @@ fn url_form_pairs(query: &str) -> impl Iterator<Item = (std::borrow::Cow<'_, str
 }
 
 async fn respond(app: &App, req: &Request) -> Result<Response<Body>, Error> {
+    let int_param = |name: &str| {
+        query_param(req, name)
+            .map(|l| l.parse::<i64>().map_err(|_| Error::BadRequest(format!("invalid {name} `{l}`"))))
+            .transpose()
+    };
     match route(req)? {
+        Route::List => {
+            let (status, after, before, cursor) = (
+                query_param(req, "status"),
+                query_param(req, "createdAfter"),
+                query_param(req, "createdBefore"),
+                query_param(req, "cursor"),
+            );
+            let query = ListQuery {
+                status: status.as_deref(),
+                created_after: after.as_deref(),
+                created_before: before.as_deref(),
+                limit: int_param("limit")?,
+                cursor: cursor.as_deref(),
+            };
+            let list = list_requests(app, query).await?;
+            let body = serde_json::to_value(&list).map_err(|e| Error::Corrupt(e.to_string()))?;
+            Ok(json_response(StatusCode::OK, &body).map(Body::from))
+        }
+        Route::Stats => {
+            let stats = stats(app, int_param("days")?).await?;
+            let body = serde_json::to_value(&stats).map_err(|e| Error::Corrupt(e.to_string()))?;
+            Ok(json_response(StatusCode::OK, &body).map(Body::from))
+        }
         Route::Status(id) => {
             let limit = query_param(req, "limit")
                 .map(|l| l.parse::<i64>().map_err(|_| Error::BadRequest(format!("invalid limit `{l}`"))))
