@@ -349,3 +349,77 @@ impl Drop for ImageServer {
         }
     }
 }
+
+/// A TCP proxy on 127.0.0.1 in front of a real server, which a test can take down (connections refused, open
+/// ones cut) and bring back up on the same port: a server outage without losing the server's data.
+pub struct Outage {
+    pub port: u16,
+    upstream: SocketAddr,
+    state: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Outage {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let proxy = Self { port, upstream, state: Arc::default(), conns: Arc::default() };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let (upstream, conns) = (self.upstream, self.conns.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                conns.lock().unwrap().push(conn.abort_handle());
+            }
+        });
+        *self.state.lock().unwrap() = Some(task);
+    }
+
+    /// The server "stops": the port refuses connections and open connections are cut.
+    pub fn down(&self) {
+        if let Some(task) = self.state.lock().unwrap().take() {
+            task.abort();
+        }
+        for conn in self.conns.lock().unwrap().drain(..) {
+            conn.abort();
+        }
+    }
+
+    /// The server is back on the same port.
+    pub async fn up(&self) {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot rebind {addr}: {e}"),
+            }
+        };
+        self.serve(listener);
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// The host:port of a URL or MongoDB URI (`scheme://host:port/...`).
+pub fn socket_of(uri: &str) -> SocketAddr {
+    let rest = uri.split("://").nth(1).unwrap_or(uri);
+    let host_port = rest.split(['/', '?']).next().unwrap();
+    host_port.parse().unwrap_or_else(|_| panic!("{uri}: expected an IP:port"))
+}

@@ -1,0 +1,211 @@
+//! Reliability: duplicate delivery of a whole request, a worker killed between its S3 write and its MongoDB
+//! update, MongoDB and S3 outages in the middle of a request, and poison messages. Each case asserts the final
+//! state exactly.
+
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use imgpipe_core::bson::{Document, doc};
+use imgpipe_tests::{ImageServer, Outage, Stack, jpeg, photo, png, request_id, socket_of};
+
+fn csv_for(server: &ImageServer, tag: &str) -> String {
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
+    for r in 1..=3u32 {
+        let urls: Vec<String> = (0..2u32)
+            .map(|i| {
+                let img = photo(60 + 10 * r, 40 + 10 * i, r * 10 + i);
+                if i == 0 {
+                    server.serve(&format!("/{tag}/{r}-{i}.jpg"), "image/jpeg", jpeg(&img, 95))
+                } else {
+                    server.serve(&format!("/{tag}/{r}-{i}.png"), "image/png", png(&image::DynamicImage::ImageRgb8(img)))
+                }
+            })
+            .collect();
+        csv.push_str(&format!("{r},Product {r},\"{}\"\n", urls.join(",")));
+    }
+    csv
+}
+
+async fn take_messages(stack: &Stack, n: usize) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut messages = Vec::new();
+    let start = Instant::now();
+    while messages.len() < n {
+        assert!(start.elapsed() < Duration::from_secs(20), "only {} of {n} messages arrived", messages.len());
+        messages.extend(stack.receive(1).await);
+    }
+    messages
+}
+
+fn record(body: &str, id: String) -> aws_lambda_events::event::sqs::SqsMessage {
+    let mut m = aws_lambda_events::event::sqs::SqsMessage::default();
+    m.message_id = Some(id);
+    m.body = Some(body.to_string());
+    m
+}
+
+/// The parts of a request's final state that must not depend on how its messages were delivered.
+async fn final_state(stack: &Stack, id: &str) -> serde_json::Value {
+    let request = stack.requests().find_one(doc! {"requestId": id}).await.unwrap().unwrap();
+    let rows: Vec<Document> = stack
+        .request_data()
+        .find(doc! {"requestId": id})
+        .sort(doc! {"serialNumber": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let csv = stack.object(&stack.app.config.outputs_bucket, &format!("outputs/{id}/output.csv")).await;
+    let mut keys = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/{id}/")).await;
+    keys.sort();
+    let strip =
+        |s: String| s.replace(id, "<id>").replace(&format!("/{}/", stack.app.config.outputs_bucket), "/<bucket>/");
+    serde_json::json!({
+        "status": request.get_str("status").unwrap(),
+        "succeeded": request.get_i64("succeededImages").unwrap(),
+        "failed": request.get_i64("failedImages").unwrap(),
+        "rows": rows.iter().map(|r| serde_json::json!({
+            "serial": r.get_i64("serialNumber").unwrap(),
+            "settled": r.get_i64("settledImages").unwrap(),
+            "failed": r.get_i64("failedImages").unwrap(),
+            "outputs": r.get_array("outputImageUrls").unwrap().iter().map(|u| strip(u.as_str().unwrap().to_string())).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "csv": csv.map(|c| strip(String::from_utf8(c).unwrap())),
+        "objects": keys.into_iter().map(strip).collect::<Vec<_>>(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_message_delivered_twice_in_parallel_gives_the_single_delivery_state() {
+    let stack = Stack::new("dup-all").await;
+    let server = ImageServer::start().await;
+    // Reference: single delivery.
+    let (_, once) = stack.upload("text/csv", csv_for(&server, "once")).await;
+    let once = request_id(&once).to_string();
+    stack.drain(Duration::from_secs(30)).await;
+    // Same CSV shape, every message delivered twice, all at the same time.
+    let (_, twice) = stack.upload("text/csv", csv_for(&server, "twice")).await;
+    let twice = request_id(&twice).to_string();
+    let messages = take_messages(&stack, 6).await;
+    let handles: Vec<_> = messages
+        .iter()
+        .flat_map(|m| [0, 1].map(|copy| (m.body().unwrap().to_string(), format!("{}-{copy}", m.message_id().unwrap()))))
+        .map(|(body, mid)| {
+            let app = stack.app.clone();
+            tokio::spawn(async move {
+                imgpipe_worker::handle(&app, imgpipe_local::sqs_event(vec![record(&body, mid)])).await
+            })
+        })
+        .collect();
+    for h in handles {
+        assert!(h.await.unwrap().batch_item_failures.is_empty());
+    }
+    let mut a = final_state(&stack, &once).await;
+    let mut b = final_state(&stack, &twice).await;
+    for state in [&mut a, &mut b] {
+        let csv = state["csv"].as_str().unwrap().replace("/once/", "/x/").replace("/twice/", "/x/");
+        state["csv"] = csv.into();
+    }
+    assert_eq!(a["status"], "completed");
+    assert_eq!(a, b);
+    assert_eq!(stack.puts_of(&format!("outputs/{twice}/output.csv")), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_between_the_s3_put_and_the_mongodb_update_is_counted_once_after_redelivery() {
+    let stack = Stack::new("kill-after-put").await;
+    let server = ImageServer::start().await;
+    let (_, body) = stack.upload("text/csv", csv_for(&server, "k")).await;
+    let id = request_id(&body).to_string();
+    stack.app.faults.arm("worker.after_put");
+    let messages = take_messages(&stack, 6).await;
+    let failed = stack.work(&messages).await;
+    assert_eq!(failed.len(), 1, "exactly the killed delivery is retried");
+    let (_, status) = stack.status(&id).await;
+    assert_eq!(status["counts"]["processed"], 5);
+    assert_eq!(status["status"], "processing");
+    stack.drain(Duration::from_secs(30)).await; // the message comes back after the visibility timeout
+    let (_, status) = stack.status(&id).await;
+    assert_eq!(status["status"], "completed");
+    assert_eq!(
+        status["counts"],
+        serde_json::json!({"products": 3, "images": 6, "processed": 6, "succeeded": 6, "failed": 0})
+    );
+    let objects = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/{id}/")).await;
+    assert_eq!(objects.len(), 7, "6 images + the output CSV, none duplicated: {objects:?}");
+    let rewritten: usize = (1..=3)
+        .flat_map(|r| (0..2).map(move |i| (r, i)))
+        .map(|(r, i)| stack.puts_of(&format!("outputs/{id}/{r}-{i}.jpg")))
+        .sum();
+    assert_eq!(rewritten, 7, "the killed image was written twice (same key), the others once");
+}
+
+async fn outage_case(kind: &str) {
+    let s3_up = socket_of(&std::env::var("IMGPIPE_S3_ENDPOINT").unwrap());
+    let mongo_up = socket_of(&std::env::var("IMGPIPE_MONGODB_URI").unwrap());
+    let proxy = Outage::start(if kind == "s3" { s3_up } else { mongo_up }).await;
+    let port = proxy.port;
+    let stack = Stack::with(&format!("outage-{kind}"), |c| {
+        if kind == "s3" {
+            c.s3_endpoint = Some(format!("http://127.0.0.1:{port}"));
+        } else {
+            c.mongodb_uri = format!("mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=1500&connectTimeoutMS=1000");
+        }
+    })
+    .await;
+    let server = ImageServer::start().await;
+    let (code, body) = stack.upload("text/csv", csv_for(&server, kind)).await;
+    assert_eq!(code, 202, "{body}");
+    let id = request_id(&body).to_string();
+    let messages = take_messages(&stack, 6).await;
+    assert!(stack.work(&messages[..2]).await.is_empty());
+
+    proxy.down();
+    let failed = stack.work(&messages[2..]).await;
+    assert_eq!(failed.len(), 4, "{kind} down: every remaining image is handed back to SQS, none lost");
+    proxy.up().await;
+
+    stack.drain(Duration::from_secs(60)).await;
+    let (code, status) = stack.status(&id).await;
+    assert_eq!(code, 200);
+    assert_eq!(status["status"], "completed", "{status}");
+    assert_eq!(
+        status["counts"],
+        serde_json::json!({"products": 3, "images": 6, "processed": 6, "succeeded": 6, "failed": 0})
+    );
+    let objects = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/{id}/")).await;
+    assert_eq!(objects.len(), 7, "{objects:?}");
+    assert_eq!(stack.dlq_depth().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_going_down_mid_request_loses_nothing() {
+    outage_case("mongo").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_going_down_mid_request_loses_nothing() {
+    outage_case("s3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_end_in_the_dead_letter_queue_without_blocking_their_batch() {
+    let stack = Stack::new("poison").await;
+    let server = ImageServer::start().await;
+    let good = server.serve("/g.jpg", "image/jpeg", jpeg(&photo(20, 20, 1), 90));
+    let (_, body) = stack.upload("text/csv", format!("S. No.,Product Name,Input Image Urls\n1,A,{good}\n")).await;
+    let id = request_id(&body).to_string();
+    let q = &stack.app.config.queue_url;
+    stack.sqs.send_message().queue_url(q).message_body("{not json").send().await.unwrap();
+    let unknown = serde_json::json!({"requestId": "0192f5e4-7a39-7c1e-9f55-2b1d0c3e4a5b", "serialNumber": 1, "index": 0, "url": good});
+    stack.sqs.send_message().queue_url(q).message_body(unknown.to_string()).send().await.unwrap();
+    let start = Instant::now();
+    while stack.dlq_depth().await < 2 {
+        assert!(start.elapsed() < Duration::from_secs(40), "poison messages not dead-lettered");
+        let messages = stack.receive(1).await;
+        stack.work(&messages).await;
+    }
+    let (_, status) = stack.status(&id).await;
+    assert_eq!(status["status"], "completed", "the good image in the same batches was processed");
+    assert_eq!(stack.queue_depth().await, 0);
+}
