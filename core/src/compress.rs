@@ -1,8 +1,23 @@
 //! Image compression: bytes of any supported format in, a JPEG of the same (oriented) dimensions out.
+//!
+//! 1. The format comes from the bytes (never the URL or the Content-Type); non-images are named (SVG, HTML, XML,
+//!    JSON, text, PDF, HEIC…) so that the recorded failure reason says what the URL really served.
+//! 2. Only the header is read before the limits are checked: an image over the side or pixel limit is refused
+//!    without allocating its pixels, and the decoder gets an allocation budget derived from the checked size.
+//! 3. The image is decoded into one buffer, and the JPEG is encoded straight from it through a view that applies
+//!    the EXIF orientation, flattens alpha onto white and reduces 16-bit and float samples to 8 bits pixel by
+//!    pixel: no second full-size image is allocated, whatever the colour type or orientation.
+//! 4. The JPEG is baseline, at the given quality, with a JFIF header and no other metadata (no EXIF, ICC, XMP or
+//!    comment is copied from the input).
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
+use image::codecs::jpeg::JpegEncoder;
+use image::metadata::Orientation;
+use image::{
+    DynamicImage, GenericImageView, ImageBuffer, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, Luma,
+    Pixel, Rgb,
+};
 
 /// Limits checked against the image header before any pixel is decoded.
 #[derive(Debug, Clone, Copy)]
@@ -38,79 +53,352 @@ pub enum CompressError {
 const SUPPORTED: [ImageFormat; 6] =
     [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP, ImageFormat::Gif, ImageFormat::Bmp, ImageFormat::Tiff];
 
-fn sniff_text(input: &[u8]) -> Option<&'static str> {
-    let head = String::from_utf8_lossy(&input[..input.len().min(512)]).to_ascii_lowercase();
-    let head = head.trim_start();
-    if head.starts_with("<svg") || (head.starts_with("<?xml") && head.contains("<svg")) {
-        Some("SVG documents are not accepted")
-    } else if head.starts_with("<!doctype html") || head.starts_with("<html") {
-        Some("the URL returned an HTML page")
-    } else {
-        None
-    }
-}
+/// Decoder allocations allowed beyond the decoded image itself (tables, row buffers, a frame, a compressed strip).
+const DECODER_SCRATCH: u64 = 16 << 20;
 
 /// Decodes `input` (format detected from its bytes), applies EXIF orientation, flattens transparency onto white,
-/// and encodes a baseline JPEG at `quality` with no metadata.
+/// and encodes a baseline JPEG at `quality` (clamped to 1–100) with no metadata.
 pub fn compress(input: &[u8], quality: u8, limits: CompressLimits) -> Result<Compressed, CompressError> {
     let reader =
         ImageReader::new(Cursor::new(input)).with_guessed_format().map_err(|e| CompressError::Decode(e.to_string()))?;
     let Some(format) = reader.format() else {
-        return Err(CompressError::NotAnImage(sniff_text(input).unwrap_or("unknown data").to_string()));
+        return Err(identify_non_image(input));
     };
     if !SUPPORTED.contains(&format) {
-        return Err(CompressError::Unsupported(format!("{format:?}")));
+        return Err(CompressError::Unsupported(format!("{format:?}").to_uppercase()));
     }
-    let mut decoder = reader.into_decoder().map_err(|e| CompressError::Decode(e.to_string()))?;
+    let mut decoder = match reader.into_decoder() {
+        Ok(decoder) => decoder,
+        // Some decoders refuse large headers themselves (BMP over 65535 px, a WebP canvas over u32::MAX pixels):
+        // report those as too large too.
+        Err(e) => {
+            return Err(match declared_dimensions(format, input) {
+                Some((width, height)) => check_dimensions(width, height, limits).err(),
+                None => None,
+            }
+            .unwrap_or_else(|| from_image_error(e, None)));
+        }
+    };
     let (width, height) = decoder.dimensions();
+    check_dimensions(width, height, limits)?;
+
+    // The pixel check bounds the decoded size; the decoder may use about as much again (CMYK TIFF strips, the
+    // first GIF frame, …), and those that honour `max_alloc` refuse a frame or buffer declared larger than that.
+    let budget = decoder.total_bytes().saturating_mul(2).saturating_add(input.len() as u64 + DECODER_SCRATCH);
+    let mut decode_limits = Limits::default();
+    decode_limits.max_image_width = Some(limits.max_dimension);
+    decode_limits.max_image_height = Some(limits.max_dimension);
+    decode_limits.max_alloc = Some(budget);
+    let too_large = Some((width, height, budget));
+    decoder.set_limits(decode_limits).map_err(|e| from_image_error(e, too_large))?;
+    let orientation = orientation(&mut decoder, format);
+    let image = DynamicImage::from_decoder(decoder).map_err(|e| from_image_error(e, too_large))?;
+
+    let (width, height) = oriented_dimensions(image.width(), image.height(), orientation);
+    let jpeg = encode_jpeg(&image, orientation, quality.clamp(1, 100), input.len())
+        .map_err(|e| CompressError::Encode(e.to_string()))?;
+    Ok(Compressed { jpeg, width, height, source_format: format })
+}
+
+fn check_dimensions(width: u32, height: u32, limits: CompressLimits) -> Result<(), CompressError> {
     if width > limits.max_dimension || height > limits.max_dimension {
         return Err(CompressError::TooLarge { width, height, limit: format!("{} px per side", limits.max_dimension) });
     }
     if u64::from(width) * u64::from(height) > limits.max_pixels {
         return Err(CompressError::TooLarge { width, height, limit: format!("{} pixels", limits.max_pixels) });
     }
-    let mut decode_limits = Limits::default();
-    decode_limits.max_image_width = Some(limits.max_dimension);
-    decode_limits.max_image_height = Some(limits.max_dimension);
-    // Room for the decoded pixels at up to 16 bits per channel with alpha, plus codec scratch space.
-    decode_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
-    decoder.set_limits(decode_limits).map_err(|e| CompressError::Decode(e.to_string()))?;
-    let orientation = decoder.orientation().map_err(|e| CompressError::Decode(e.to_string()))?;
-    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| CompressError::Decode(e.to_string()))?;
-    image.apply_orientation(orientation);
-
-    let mut jpeg = Vec::with_capacity(input.len() / 2);
-    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality.clamp(1, 100));
-    let (width, height) = (image.width(), image.height());
-    let result = if image.color().has_alpha() {
-        encoder.encode_image(&flatten_onto_white(&image))
-    } else if matches!(image, DynamicImage::ImageLuma8(_)) {
-        encoder.encode_image(&image)
-    } else {
-        encoder.encode_image(&image.into_rgb8())
-    };
-    result.map_err(|e| CompressError::Encode(e.to_string()))?;
-    Ok(Compressed { jpeg, width, height, source_format: format })
+    if width == 0 || height == 0 {
+        return Err(CompressError::Decode(format!("the image declares no pixels ({width}×{height})")));
+    }
+    Ok(())
 }
 
-/// Composites an image with transparency onto a white background (JPEG has no alpha channel).
-fn flatten_onto_white(image: &DynamicImage) -> RgbImage {
-    let rgba = image.to_rgba8();
-    let mut out = RgbImage::new(rgba.width(), rgba.height());
-    for (dst, src) in out.pixels_mut().zip(rgba.pixels()) {
-        let a = u16::from(src[3]);
-        for c in 0..3 {
-            let v = (u16::from(src[c]) * a + 255 * (255 - a) + 127) / 255;
-            dst[c] = v as u8;
+/// `too_large`: the image's size and the decoder's allocation budget, once known.
+fn from_image_error(e: ImageError, too_large: Option<(u32, u32, u64)>) -> CompressError {
+    match (e, too_large) {
+        (ImageError::Limits(_), Some((width, height, budget))) => {
+            CompressError::TooLarge { width, height, limit: format!("{budget} bytes of decoding memory") }
+        }
+        (ImageError::Unsupported(e), _) => CompressError::Unsupported(e.to_string()),
+        (e, _) => CompressError::Decode(e.to_string()),
+    }
+}
+
+/// The dimensions a header declares, for formats whose decoder refuses some large ones before reporting them.
+fn declared_dimensions(format: ImageFormat, input: &[u8]) -> Option<(u32, u32)> {
+    let u32_at = |at: usize| Some(u32::from_le_bytes(input.get(at..at + 4)?.try_into().ok()?));
+    let u16_at = |at: usize| Some(u16::from_le_bytes(input.get(at..at + 2)?.try_into().ok()?));
+    match format {
+        // BITMAPCOREHEADER (12 bytes) has 16-bit sides; the later headers signed 32-bit ones (negative height:
+        // top-down rows).
+        ImageFormat::Bmp if u32_at(14)? == 12 => Some((u32::from(u16_at(18)?), u32::from(u16_at(20)?))),
+        ImageFormat::Bmp => Some(((u32_at(18)? as i32).unsigned_abs(), (u32_at(22)? as i32).unsigned_abs())),
+        // An extended WebP whose canvas (24-bit sides) has more than u32::MAX pixels.
+        ImageFormat::WebP if input.get(12..16)? == b"VP8X" => {
+            let side = |at: usize| Some((u32_at(at)? & 0x00ff_ffff) + 1);
+            Some((side(24)?, side(27)?))
+        }
+        _ => None,
+    }
+}
+
+/// The EXIF orientation (JPEG APP1, PNG eXIf, WebP EXIF) or TIFF Orientation tag. A broken one is ignored: the
+/// image is still worth compressing.
+fn orientation(decoder: &mut impl ImageDecoder, format: ImageFormat) -> Orientation {
+    let found = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    if found != Orientation::NoTransforms || !matches!(format, ImageFormat::Png | ImageFormat::WebP) {
+        return found;
+    }
+    // Some writers put the JPEG-style "Exif\0\0" header in front of the TIFF structure of a PNG eXIf or WebP EXIF
+    // chunk, where `image` expects the TIFF structure itself.
+    decoder
+        .exif_metadata()
+        .ok()
+        .flatten()
+        .and_then(|exif| exif.strip_prefix(b"Exif\0\0").and_then(Orientation::from_exif_chunk))
+        .unwrap_or(Orientation::NoTransforms)
+}
+
+fn swaps_sides(orientation: Orientation) -> bool {
+    matches!(
+        orientation,
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
+    )
+}
+
+fn oriented_dimensions(width: u32, height: u32, orientation: Orientation) -> (u32, u32) {
+    if swaps_sides(orientation) { (height, width) } else { (width, height) }
+}
+
+/// A decoded image seen as the JPEG encoder needs it: oriented, and with 8-bit RGB or grey pixels made by
+/// `convert`. The encoder reads each pixel once, so the conversion costs no buffer.
+struct JpegView<'a, P: Pixel, F> {
+    source: &'a ImageBuffer<P, Vec<P::Subpixel>>,
+    orientation: Orientation,
+    convert: F,
+}
+
+impl<'a, P: Pixel, F> JpegView<'a, P, F> {
+    fn new(source: &'a ImageBuffer<P, Vec<P::Subpixel>>, orientation: Orientation, convert: F) -> Self {
+        Self { source, orientation, convert }
+    }
+}
+
+impl<P: Pixel, Q: Pixel, F: Fn(&P) -> Q> GenericImageView for JpegView<'_, P, F> {
+    type Pixel = Q;
+
+    fn dimensions(&self) -> (u32, u32) {
+        let (w, h) = self.source.dimensions();
+        oriented_dimensions(w, h, self.orientation)
+    }
+
+    /// The source pixel shown at (x, y) of the oriented image.
+    #[inline]
+    fn get_pixel(&self, x: u32, y: u32) -> Q {
+        let (w, h) = self.source.dimensions();
+        let (sx, sy) = match self.orientation {
+            Orientation::NoTransforms => (x, y),
+            Orientation::FlipHorizontal => (w - 1 - x, y),
+            Orientation::Rotate180 => (w - 1 - x, h - 1 - y),
+            Orientation::FlipVertical => (x, h - 1 - y),
+            Orientation::Rotate90 => (y, h - 1 - x),
+            Orientation::Rotate270 => (w - 1 - y, x),
+            Orientation::Rotate90FlipH => (y, x),
+            Orientation::Rotate270FlipH => (w - 1 - y, h - 1 - x),
+        };
+        (self.convert)(self.source.get_pixel(sx, sy))
+    }
+}
+
+fn encode_jpeg(
+    image: &DynamicImage,
+    orientation: Orientation,
+    quality: u8,
+    input_len: usize,
+) -> Result<Vec<u8>, ImageError> {
+    let mut jpeg = Vec::with_capacity(input_len / 2);
+    let mut encoder = JpegEncoder::new_with_quality(&mut jpeg, quality);
+    let o = orientation;
+    match image {
+        DynamicImage::ImageLuma8(b) => encoder.encode_image(&JpegView::new(b, o, |p: &Luma<u8>| *p)),
+        DynamicImage::ImageLumaA8(b) => {
+            encoder.encode_image(&JpegView::new(b, o, |p: &image::LumaA<u8>| Luma([over_white_8(p[0], p[1])])))
+        }
+        DynamicImage::ImageRgb8(b) => encoder.encode_image(&JpegView::new(b, o, |p: &Rgb<u8>| *p)),
+        DynamicImage::ImageRgba8(b) => encoder.encode_image(&JpegView::new(b, o, |p: &image::Rgba<u8>| {
+            Rgb([over_white_8(p[0], p[3]), over_white_8(p[1], p[3]), over_white_8(p[2], p[3])])
+        })),
+        DynamicImage::ImageLuma16(b) => {
+            encoder.encode_image(&JpegView::new(b, o, |p: &Luma<u16>| Luma([to_8_bits(p[0])])))
+        }
+        DynamicImage::ImageLumaA16(b) => {
+            encoder.encode_image(&JpegView::new(b, o, |p: &image::LumaA<u16>| Luma([over_white_16(p[0], p[1])])))
+        }
+        DynamicImage::ImageRgb16(b) => {
+            encoder.encode_image(&JpegView::new(b, o, |p: &Rgb<u16>| Rgb(p.0.map(to_8_bits))))
+        }
+        DynamicImage::ImageRgba16(b) => encoder.encode_image(&JpegView::new(b, o, |p: &image::Rgba<u16>| {
+            Rgb([over_white_16(p[0], p[3]), over_white_16(p[1], p[3]), over_white_16(p[2], p[3])])
+        })),
+        DynamicImage::ImageRgb32F(b) => {
+            encoder.encode_image(&JpegView::new(b, o, |p: &Rgb<f32>| Rgb(p.0.map(|c| over_white_f32(c, 1.0)))))
+        }
+        DynamicImage::ImageRgba32F(b) => encoder.encode_image(&JpegView::new(b, o, |p: &image::Rgba<f32>| {
+            Rgb([over_white_f32(p[0], p[3]), over_white_f32(p[1], p[3]), over_white_f32(p[2], p[3])])
+        })),
+        // A colour type added to `image` later: one conversion copy.
+        other => {
+            let rgba = other.to_rgba8();
+            encoder.encode_image(&JpegView::new(&rgba, o, |p: &image::Rgba<u8>| {
+                Rgb([over_white_8(p[0], p[3]), over_white_8(p[1], p[3]), over_white_8(p[2], p[3])])
+            }))
+        }
+    }?;
+    Ok(jpeg)
+}
+
+/// `c` at opacity `a` over white, rounded: c·a/255 + 255·(1 − a/255).
+#[inline]
+fn over_white_8(c: u8, a: u8) -> u8 {
+    let (c, a) = (u32::from(c), u32::from(a));
+    ((c * a + 255 * (255 - a) + 127) / 255) as u8
+}
+
+/// The 16-bit `c` at 16-bit opacity `a` over white, reduced to 8 bits with a single rounding.
+#[inline]
+fn over_white_16(c: u16, a: u16) -> u8 {
+    const MAX: u64 = 65_535;
+    let (c, a) = (u64::from(c), u64::from(a));
+    let scaled = (c * a + MAX * (MAX - a)) * 255;
+    ((scaled + MAX * MAX / 2) / (MAX * MAX)) as u8
+}
+
+#[inline]
+fn to_8_bits(c: u16) -> u8 {
+    ((u32::from(c) * 255 + 32_767) / 65_535) as u8
+}
+
+/// Float samples are nominally 0–1; out-of-range and NaN values are clamped.
+#[inline]
+fn over_white_f32(c: f32, a: f32) -> u8 {
+    let (c, a) = (c.clamp(0.0, 1.0), a.clamp(0.0, 1.0));
+    let v = (c * a + (1.0 - a)) * 255.0 + 0.5;
+    if v.is_nan() { 255 } else { v as u8 }
+}
+
+/// Names what a body without a supported image signature is, for the failure reason.
+fn identify_non_image(input: &[u8]) -> CompressError {
+    let not_an_image = |what: &str| CompressError::NotAnImage(what.to_string());
+    if input.is_empty() {
+        return not_an_image("the body is empty");
+    }
+    if input.starts_with(b"%PDF-") {
+        return not_an_image("a PDF document");
+    }
+    if input.starts_with(&[0xff, 0x0a]) || input.starts_with(b"\0\0\0\x0cJXL \r\n\x87\n") {
+        return CompressError::Unsupported("JPEG XL".to_string());
+    }
+    if input.get(4..8) == Some(b"ftyp") {
+        // ISO base media: the major brand, then the compatible brands up to the end of the `ftyp` box.
+        let end = input.len().min(u32::from_be_bytes(input[..4].try_into().unwrap_or_default()) as usize);
+        let brands: Vec<&[u8]> = input.get(8..end).unwrap_or_default().chunks_exact(4).collect();
+        return if brands.iter().any(|b| matches!(*b, b"avif" | b"avis")) {
+            CompressError::Unsupported("AVIF".to_string())
+        } else if brands
+            .iter()
+            .any(|b| matches!(*b, b"heic" | b"heix" | b"heim" | b"heis" | b"hevc" | b"hevx" | b"mif1" | b"msf1"))
+        {
+            CompressError::Unsupported("HEIC/HEIF".to_string())
+        } else {
+            not_an_image("a video or other ISO media file")
+        };
+    }
+
+    let text = input.strip_prefix(b"\xef\xbb\xbf").unwrap_or(input);
+    let text = text[..text.len().min(64 << 10)].trim_ascii_start();
+    match text.first() {
+        Some(b'<') => not_an_image(markup_kind(text)),
+        Some(b'{' | b'[') => not_an_image("JSON data"),
+        _ if looks_like_text(text) => not_an_image("plain text"),
+        _ => not_an_image("unknown data (no image signature)"),
+    }
+}
+
+/// Skips the XML declaration, processing instructions, comments and the doctype, and names the document by its
+/// doctype or root element.
+fn markup_kind(mut s: &[u8]) -> &'static str {
+    const SVG: &str = "an SVG document (vector images are not accepted)";
+    const HTML: &str = "an HTML page";
+    const XML: &str = "an XML document";
+    let skip_past = |s: &[u8], end: &[u8]| s.windows(end.len()).position(|w| w == end).map(|i| i + end.len());
+    loop {
+        s = s.trim_ascii_start();
+        let skipped = if s.starts_with(b"<?") {
+            skip_past(s, b"?>")
+        } else if s.starts_with(b"<!--") {
+            skip_past(s, b"-->")
+        } else if s.len() >= 9 && s[..9].eq_ignore_ascii_case(b"<!doctype") {
+            let name = s[9..].trim_ascii_start();
+            if starts_with_ignore_case(name, b"svg") {
+                return SVG;
+            }
+            if starts_with_ignore_case(name, b"html") {
+                return HTML;
+            }
+            skip_past(s, b">")
+        } else {
+            break;
+        };
+        match skipped {
+            Some(i) => s = &s[i..],
+            // Cut inside a comment or declaration: look for the usual root elements anywhere.
+            None => {
+                let lower = s.to_ascii_lowercase();
+                let contains = |needle: &[u8]| lower.windows(needle.len()).any(|w| w == needle);
+                return if contains(b"<svg") {
+                    SVG
+                } else if contains(b"<html") {
+                    HTML
+                } else {
+                    XML
+                };
+            }
         }
     }
-    out
+    let name: Vec<u8> = s
+        .iter()
+        .skip(1)
+        .take_while(|b| !b.is_ascii_whitespace() && !matches!(b, b'>' | b'/'))
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    let local = name.rsplit(|&b| b == b':').next().unwrap_or_default();
+    match local {
+        b"svg" => SVG,
+        b"html" | b"head" | b"body" | b"title" | b"meta" | b"link" | b"script" | b"style" | b"div" | b"p" => HTML,
+        _ => XML,
+    }
+}
+
+fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
+    s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// UTF-8 without control characters other than whitespace, judged on the first 512 bytes.
+fn looks_like_text(s: &[u8]) -> bool {
+    let head = &s[..s.len().min(512)];
+    let valid = match std::str::from_utf8(head) {
+        Ok(text) => text,
+        // A character cut by the 512-byte window is fine; an invalid sequence is not.
+        Err(e) if e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default(),
+        Err(_) => return false,
+    };
+    valid.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r' | '\x0c'))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{ImageBuffer, Rgba};
+    use image::{ImageBuffer, RgbImage, Rgba};
 
     const LIMITS: CompressLimits = CompressLimits { max_pixels: 10_000_000, max_dimension: 10_000 };
 
@@ -154,5 +442,58 @@ mod tests {
             compress(&encode(&gradient(20, 20), ImageFormat::Png), 50, small),
             Err(CompressError::TooLarge { .. })
         ));
+    }
+
+    /// The view's coordinate mapping is `DynamicImage::apply_orientation`'s, for every orientation.
+    #[test]
+    fn view_orientation_matches_apply_orientation() {
+        let source = RgbImage::from_fn(5, 3, |x, y| image::Rgb([x as u8, y as u8, 0]));
+        for exif in 1..=8 {
+            let orientation = Orientation::from_exif(exif).unwrap();
+            let mut expected = DynamicImage::ImageRgb8(source.clone());
+            expected.apply_orientation(orientation);
+            let expected = expected.to_rgb8();
+            let view = JpegView::new(&source, orientation, |p: &Rgb<u8>| *p);
+            assert_eq!(view.dimensions(), expected.dimensions(), "orientation {exif}");
+            for (x, y, p) in expected.enumerate_pixels() {
+                assert_eq!(view.get_pixel(x, y), *p, "orientation {exif} at {x},{y}");
+            }
+        }
+    }
+
+    #[test]
+    fn blending_over_white_is_exact() {
+        for a in 0..=255u8 {
+            for c in [0u8, 1, 77, 128, 200, 254, 255] {
+                let exact = (f64::from(c) * f64::from(a) / 255.0 + 255.0 - f64::from(a)).round();
+                assert_eq!(f64::from(over_white_8(c, a)), exact, "8-bit c={c} a={a}");
+            }
+        }
+        for a in (0..=65_535u16).step_by(257).chain([1, 128, 32_768, 65_534]) {
+            for c in [0u16, 1, 300, 32_768, 51_400, 65_535] {
+                let (cf, af) = (f64::from(c) / 65_535.0, f64::from(a) / 65_535.0);
+                let exact = ((cf * af + 1.0 - af) * 255.0).round();
+                assert_eq!(f64::from(over_white_16(c, a)), exact, "16-bit c={c} a={a}");
+            }
+        }
+        assert_eq!((to_8_bits(0), to_8_bits(257), to_8_bits(65_535)), (0, 1, 255));
+        assert_eq!(
+            (over_white_f32(f32::NAN, 1.0), over_white_f32(2.0, 1.0), over_white_f32(0.5, 0.0)),
+            (255, 255, 255)
+        );
+    }
+
+    #[test]
+    fn non_images_are_named() {
+        let kind = |input: &[u8]| match identify_non_image(input) {
+            CompressError::NotAnImage(m) | CompressError::Unsupported(m) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(kind(b"<svg:svg xmlns:svg='http://www.w3.org/2000/svg'/>").contains("SVG"));
+        assert!(kind(b"<?xml version='1.0'?><!-- unterminated").contains("XML"));
+        assert!(kind(b"<!DOCTYPE note><note/>").contains("XML"));
+        assert!(kind(b"caf\xc3\xa9 not found").contains("text"));
+        assert!(kind(b"\x00\x01\x02\x03").contains("unknown"));
+        assert!(kind(b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom").contains("video"));
     }
 }

@@ -69,6 +69,11 @@ impl Stack {
 
     /// A stack whose configuration `adjust` may change (limits, quality…).
     pub async fn with(test: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+        // Warnings and errors of the functions, shown with a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..10];
         let sqs_endpoint = required_env("IMGPIPE_SQS_ENDPOINT");
         // Defaults for everything else, exactly as the functions get them.

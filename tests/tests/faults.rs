@@ -209,3 +209,84 @@ async fn poison_messages_end_in_the_dead_letter_queue_without_blocking_their_bat
     assert_eq!(status["status"], "completed", "the good image in the same batches was processed");
     assert_eq!(stack.queue_depth().await, 0);
 }
+
+/// Load: one big request and seven of a tenth of its size, uploaded concurrently, worked by four worker loops of the
+/// local runner. Nothing may be lost or double-counted; throughput and completion times are printed
+/// (`make bench-pipeline` runs it with 2,000 images), never asserted. `IMGPIPE_LOAD_IMAGES` sets the big
+/// request's size (default 200, to keep `make test` short).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn load_run_loses_and_duplicates_nothing() {
+    let stack = Stack::new("load").await;
+    let server = ImageServer::start().await;
+    let url = server.serve("/p.jpg", "image/jpeg", jpeg(&photo(64, 48, 9), 90));
+    let csv = |rows: usize, per_row: usize, tag: usize| {
+        let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
+        for r in 1..=rows {
+            let urls: Vec<String> = (0..per_row).map(|i| format!("{url}?t={tag}&r={r}&i={i}")).collect();
+            csv.push_str(&format!("{r},P{r},\"{}\"\n", urls.join(",")));
+        }
+        csv
+    };
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let workers: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(imgpipe_local::run_worker(stack.app.clone(), stack.sqs.clone(), shutdown.clone())))
+        .collect();
+    let start = Instant::now();
+    let big: usize = std::env::var("IMGPIPE_LOAD_IMAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let uploads = (0..8).map(|tag| {
+        let body = if tag == 0 { csv(big / 5, 5, tag) } else { csv((big / 50).max(1), 5, tag) };
+        let stack = &stack;
+        async move {
+            let t0 = Instant::now();
+            let (code, body) = stack.upload("text/csv", body).await;
+            assert_eq!(code, 202, "{body}");
+            (request_id(&body).to_string(), body["totalImages"].as_u64().unwrap(), t0)
+        }
+    });
+    let requests = futures::future::join_all(uploads).await;
+    let total: u64 = requests.iter().map(|r| r.1).sum();
+    assert_eq!(total as usize, big / 5 * 5 + 7 * (big / 50).max(1) * 5);
+    let mut done: Vec<(String, u64, Duration)> = Vec::new();
+    while done.len() < requests.len() {
+        assert!(start.elapsed() < Duration::from_secs(600), "load run did not finish in 10 minutes");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        for (id, images, t0) in &requests {
+            if done.iter().any(|d| &d.0 == id) {
+                continue;
+            }
+            let (_, status) = stack.status(id).await;
+            if status["status"] == "completed" || status["status"] == "failed" {
+                assert_eq!(status["status"], "completed", "{id}");
+                assert_eq!(status["counts"]["processed"].as_u64(), Some(*images), "{id}");
+                assert_eq!(status["counts"]["succeeded"].as_u64(), Some(*images), "{id}");
+                done.push((id.clone(), *images, t0.elapsed()));
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    stop.send(true).unwrap();
+    for w in workers {
+        w.await.unwrap();
+    }
+    for (id, images, _) in &done {
+        let objects = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/{id}/")).await;
+        assert!(objects.len() as u64 >= (*images).min(1000), "{id}: {} objects", objects.len());
+        let rows: Vec<Document> =
+            stack.request_data().find(doc! {"requestId": id}).await.unwrap().try_collect().await.unwrap();
+        let settled: i64 = rows.iter().map(|r| r.get_i64("settledImages").unwrap()).sum();
+        assert_eq!(settled as u64, *images, "{id}: every image settled exactly once");
+    }
+    let mut times: Vec<f64> = done.iter().map(|d| d.2.as_secs_f64()).collect();
+    times.sort_by(f64::total_cmp);
+    let pct = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "load: {total} images in {} requests, 4 worker loops: {:.1} s, {:.0} images/s; upload→completed p50 {:.1} s, p95 {:.1} s; {} fetches ({} redelivered)",
+        done.len(),
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.95),
+        server.hits(),
+        server.hits() as u64 - total
+    );
+}
