@@ -6,7 +6,7 @@ SHELL := /bin/bash
 # The local stack's endpoints (written by scripts/stack/start.sh) exported into every recipe that needs them.
 WITH_STACK := set -a && source .stack/env && set +a &&
 
-.PHONY: help stack stop test demo local bench-ingest build fmt lint
+.PHONY: help stack stop test demo local bench-ingest bench-pipeline build fmt lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ local: stack ## serve the API on http://127.0.0.1:3000 and run the worker from S
 
 bench-ingest: stack ## time the acceptance of a 10,000-row, 30,000-URL CSV on the local stack
 	$(WITH_STACK) set -a && source scripts/local.env && set +a && cargo run --locked -q -p imgpipe-local -- bench-ingest 10000 3
+
+bench-pipeline: stack ## the load run: 2,000-image request + 7 more through 4 worker loops; prints throughput
+	$(WITH_STACK) IMGPIPE_LOAD_IMAGES=2000 cargo test --locked -p imgpipe-tests --test faults load_run -- --nocapture
 
 build: ## release build of the three functions for Lambda (cargo lambda, x86_64 here)
 	cargo lambda build --release --x86-64

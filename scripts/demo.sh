@@ -9,12 +9,6 @@ set -a; source scripts/local.env; set +a
 api="http://$IMGPIPE_LOCAL_ADDR"
 images_port=8089
 out=demo-output
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {'d': d}))" "$1"; }
-progress() {
-  python3 -c 'import json,sys; d=json.load(sys.stdin); c=d["counts"]
-print("%-10s %s/%s images processed, %s failed (%s%%)" % (d["status"], c["processed"], c["images"], c["failed"], d["percentComplete"]))'
-}
-
 cleanup() {
   [[ -n "${images_pid:-}" ]] && kill "$images_pid" 2>/dev/null || true
   bash scripts/local.sh stop >/dev/null || true
@@ -22,33 +16,21 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== building and starting the local runner (API $api, worker loops on SQS)"
-cargo build --locked -q -p imgpipe-local
+cargo build --locked -q -p imgpipe-local -p imgpipe-cli
 target/debug/imgpipe-local samples .stack/demo-images >/dev/null
 python3 -m http.server "$images_port" --bind 127.0.0.1 --directory .stack/demo-images >/dev/null 2>&1 &
 images_pid=$!
 bash scripts/local.sh start
 for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$images_port/hat-logo.png" && break; sleep 0.1; done
 
-echo "== uploading samples/products.csv"
-response="$(curl -fsS -F file=@samples/products.csv "$api/uploads")"
-echo "$response"
-id="$(json 'd["requestId"]' <<<"$response")"
-
-echo "== waiting for request $id"
-status=pending
-for _ in $(seq 240); do
-  body="$(curl -fsS "$api/requests/$id?limit=1")"
-  status="$(json 'd["status"]' <<<"$body")"
-  echo "   $(progress <<<"$body")"
-  [[ $status == completed || $status == failed ]] && break
-  sleep 0.5
-done
-[[ $status == completed ]] || { echo "request ended as $status" >&2; exit 1; }
-
+echo "== imgpipe submit samples/products.csv --wait (the CLI client: upload, progress, output CSV)"
 rm -rf "$out"; mkdir -p "$out"
+target/debug/imgpipe --api-url "$api" submit samples/products.csv --wait --interval-ms 300 --timeout-secs 120 \
+  --out "$out/output.csv" | tee "$out/submit.log"
+id="$(head -n 1 "$out/submit.log")"
+target/debug/imgpipe --api-url "$api" status "$id"
 full="$(curl -fsS "$api/requests/$id")"
 echo "$full" | python3 -m json.tool >"$out/status.json"
-curl -fsS "$api/requests/$id/output.csv" -o "$out/output.csv"
 echo "== output CSV ($out/output.csv)"
 cat "$out/output.csv"
 echo
