@@ -290,3 +290,33 @@ async fn load_run_loses_and_duplicates_nothing() {
         server.hits() as u64 - total
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_finaliser_died_is_finalised_by_the_next_status_poll() {
+    let stack = Stack::new("heal").await;
+    let server = ImageServer::start().await;
+    let a = server.serve("/a.jpg", "image/jpeg", jpeg(&photo(30, 20, 1), 90));
+    let (_, body) = stack.upload("text/csv", format!("S. No.,Product Name,Input Image Urls\n1,A,{a}\n")).await;
+    let id = request_id(&body).to_string();
+    stack.app.faults.arm("worker.before_final_status");
+    let messages = take_messages(&stack, 1).await;
+    assert_eq!(stack.work(&messages).await.len(), 1, "the finaliser failed, so its message is retried");
+    // ...but the message is lost (dead-lettered, say): nothing will redeliver it.
+    stack.sqs.purge_queue().queue_url(&stack.app.config.queue_url).send().await.unwrap();
+    let request = stack.requests().find_one(doc! {"requestId": &id}).await.unwrap().unwrap();
+    assert_eq!(request.get_str("status").unwrap(), "processing");
+    assert!(request.get("finalizingAt").is_none(), "the failed finaliser released its lease");
+
+    let (_, status) = stack.status(&id).await;
+    assert_eq!(status["status"], "completed");
+    assert_eq!(status["counts"]["succeeded"], 1);
+    assert!(status["outputCsvUrl"].is_string());
+    assert_eq!(
+        stack.puts_of(&format!("outputs/{id}/output.csv")),
+        2,
+        "written by the failed finaliser, then once more"
+    );
+    let (_, again) = stack.status(&id).await;
+    assert_eq!(again["completedAt"], status["completedAt"]);
+    assert_eq!(stack.puts_of(&format!("outputs/{id}/output.csv")), 2);
+}

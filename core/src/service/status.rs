@@ -164,6 +164,16 @@ pub async fn request_status(app: &App, id: &RequestId, cursor: Option<&str>, lim
     } else {
         app.repo.tally(id).await?
     };
+    // Every image is settled but the request is not final: the worker that should have finalised it failed
+    // after settling (its message may even have been dead-lettered). Finalising is idempotent and guarded by
+    // the lease, so the poll that notices it finishes the job.
+    let request = if !request.status.is_final() && request.total_images > 0 && tally.settled >= request.total_images {
+        tracing::warn!(requestId = %id, "all images settled but not finalised; finalising now");
+        crate::service::process::finalise_if_done(app, &request).await?;
+        load(app, id).await?
+    } else {
+        request
+    };
     let mut rows = app.repo.rows_page(id, after, limit + 1).await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
