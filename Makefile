@@ -34,8 +34,16 @@ bench-ingest: stack ## time the acceptance of a 10,000-row, 30,000-URL CSV on th
 bench-pipeline: stack ## the load run: 2,000-image request + 7 more through 4 worker loops; prints throughput
 	$(WITH_STACK) IMGPIPE_LOAD_IMAGES=2000 cargo test --locked -p imgpipe-tests --test faults load_run -- --nocapture
 
-build: ## release build of the three functions for Lambda (cargo lambda, x86_64 here)
-	cargo lambda build --release --x86-64
+build: ## build the functions for Lambda with sam + cargo lambda (ARCH=arm64 default; ARCH=x86_64 here)
+	PATH="$(CURDIR)/.stack/deploy-venv/bin:$$PATH" sam build --parameter-overrides Architecture=$(or $(ARCH),arm64)
+
+.PHONY: deploy check-deploy
+
+deploy: build ## deploy to AWS with sam deploy --guided (docs/deploy.md); deploy the ARCH you built
+	PATH="$(CURDIR)/.stack/deploy-venv/bin:$$PATH" sam deploy --guided --parameter-overrides Architecture=$(or $(ARCH),arm64)
+
+check-deploy: ## offline checks: cfn-lint, sam validate --lint, sam build (x86_64), a bootstrap per function
+	bash scripts/check-deploy.sh
 
 fmt: ## format the code
 	cargo fmt --all
