@@ -428,3 +428,22 @@ pub fn socket_of(uri: &str) -> SocketAddr {
     let host_port = rest.split(['/', '?']).next().unwrap();
     host_port.parse().unwrap_or_else(|_| panic!("{uri}: expected an IP:port"))
 }
+
+/// An S3 `ObjectCreated:Put` notification for `key`, shaped like the real ones (key URL-encoded).
+pub fn s3_event(bucket: &str, key: &str, etag: &str) -> serde_json::Value {
+    let encoded: String = url_encode_key(key);
+    serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-25T12:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "AWS:EXAMPLE"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-request-id": "R", "x-amz-id-2": "I"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "incoming-csv",
+               "bucket": {"name": bucket, "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": format!("arn:aws:s3:::{bucket}")},
+               "object": {"key": encoded, "size": 100, "eTag": etag, "sequencer": "0A1B2C3D4E5F678901"}}
+    }]})
+}
+
+/// S3 event keys are URL-encoded with `+` for spaces.
+fn url_encode_key(key: &str) -> String {
+    key.split(' ').map(|part| part.replace(',', "%2C")).collect::<Vec<_>>().join("+")
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use imgpipe_core::bson::doc;
 use imgpipe_core::domain::{RequestId, presigned_upload_key};
-use imgpipe_tests::{ImageServer, Stack, jpeg, photo, png};
+use imgpipe_tests::{ImageServer, Stack, jpeg, photo, png, s3_event};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 /// How long one CLI run may take before the test fails (and the process is killed).
@@ -512,17 +512,4 @@ async fn presigned_submit(
     .expect("imgpipe finished")
     .unwrap();
     (Run { code: finished.code().unwrap_or(-1), stdout: first + &out, stderr: err }, id)
-}
-
-/// An S3 `ObjectCreated:Put` notification for `key` (as in tests/tests/ingest.rs).
-fn s3_event(bucket: &str, key: &str, etag: &str) -> serde_json::Value {
-    serde_json::json!({"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2026-11-25T12:00:00.000Z", "eventName": "ObjectCreated:Put",
-        "userIdentity": {"principalId": "AWS:EXAMPLE"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-        "responseElements": {"x-amz-request-id": "R", "x-amz-id-2": "I"},
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "incoming-csv",
-               "bucket": {"name": bucket, "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": format!("arn:aws:s3:::{bucket}")},
-               "object": {"key": key, "size": 100, "eTag": etag, "sequencer": "0A1B2C3D4E5F678901"}}
-    }]})
 }

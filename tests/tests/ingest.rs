@@ -5,7 +5,7 @@ use std::path::Path;
 
 use futures::TryStreamExt;
 use imgpipe_core::bson::{Document, doc};
-use imgpipe_tests::{Stack, request_id};
+use imgpipe_tests::{Stack, request_id, s3_event};
 use serde_json::{Value, json};
 
 fn corpus(dir: &str) -> Vec<(String, Vec<u8>, Value)> {
@@ -101,24 +101,6 @@ async fn every_defect_is_rejected_at_its_line_and_column_and_writes_nothing() {
         );
         assert_eq!(totals(&stack).await, before, "{name} wrote something");
     }
-}
-
-fn s3_event(bucket: &str, key: &str, etag: &str) -> Value {
-    let encoded: String = url_encode_key(key);
-    json!({"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2026-11-25T12:00:00.000Z", "eventName": "ObjectCreated:Put",
-        "userIdentity": {"principalId": "AWS:EXAMPLE"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-        "responseElements": {"x-amz-request-id": "R", "x-amz-id-2": "I"},
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "incoming-csv",
-               "bucket": {"name": bucket, "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": format!("arn:aws:s3:::{bucket}")},
-               "object": {"key": encoded, "size": 100, "eTag": etag, "sequencer": "0A1B2C3D4E5F678901"}}
-    }]})
-}
-
-/// S3 event keys are URL-encoded with `+` for spaces.
-fn url_encode_key(key: &str) -> String {
-    key.split(' ').map(|part| part.replace(',', "%2C")).collect::<Vec<_>>().join("+")
 }
 
 async fn put_object(stack: &Stack, key: &str, body: &[u8]) -> String {

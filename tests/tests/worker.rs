@@ -17,11 +17,14 @@ fn record(body: &str, id: &str) -> aws_lambda_events::event::sqs::SqsMessage {
 async fn upload_and_take_messages(stack: &Stack, csv: String, expected: usize) -> (String, Vec<String>) {
     let (code, body) = stack.upload("text/csv", csv).await;
     assert_eq!(code, 202, "{body}");
-    let id = request_id(&body).to_string();
+    (request_id(&body).to_string(), take_bodies(stack, expected).await)
+}
+
+/// Receives `n` messages and deletes them, returning their bodies (to deliver them by hand).
+async fn take_bodies(stack: &Stack, n: usize) -> Vec<String> {
     let mut bodies = Vec::new();
-    while bodies.len() < expected {
-        let messages = stack.receive(1).await;
-        for m in &messages {
+    while bodies.len() < n {
+        for m in stack.receive(1).await {
             stack
                 .sqs
                 .delete_message()
@@ -33,7 +36,7 @@ async fn upload_and_take_messages(stack: &Stack, csv: String, expected: usize) -
             bodies.push(m.body().unwrap().to_string());
         }
     }
-    (id, bodies)
+    bodies
 }
 
 /// A local webhook receiver that answers 500 to the first `failures` calls, then 200; records each call.
@@ -108,20 +111,7 @@ async fn the_last_two_images_finishing_together_finalise_once_with_one_webhook()
         let (code, body) = imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, req).await);
         assert_eq!(code, 202, "{body}");
         let id = request_id(&body).to_string();
-        let mut bodies = Vec::new();
-        while bodies.len() < 2 {
-            for m in stack.receive(1).await {
-                stack
-                    .sqs
-                    .delete_message()
-                    .queue_url(&stack.app.config.queue_url)
-                    .receipt_handle(m.receipt_handle().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-                bodies.push(m.body().unwrap().to_string());
-            }
-        }
+        let bodies = take_bodies(&stack, 2).await;
         let (r1, r2) = tokio::join!(
             imgpipe_worker::handle(&stack.app, imgpipe_local::sqs_event(vec![record(&bodies[0], "x")])),
             imgpipe_worker::handle(&stack.app, imgpipe_local::sqs_event(vec![record(&bodies[1], "y")])),
