@@ -144,7 +144,9 @@ pub struct Config {
 impl Config {
     /// Reads `IMGPIPE_*` variables; `AWS_REGION` is used when `IMGPIPE_REGION` is not set.
     pub fn from_env() -> Result<Self, envy::Error> {
-        let mut config: Config = envy::prefixed("IMGPIPE_").from_env()?;
+        // An empty variable means unset (`sam local` turns a template's conditionally unset variables into "").
+        let vars = std::env::vars().filter(|(k, v)| !(k.starts_with("IMGPIPE_") && v.is_empty()));
+        let mut config: Config = envy::prefixed("IMGPIPE_").from_iter(vars)?;
         if std::env::var_os("IMGPIPE_REGION").is_none() {
             if let Ok(region) = std::env::var("AWS_REGION") {
                 config.region = region;
