@@ -5,8 +5,9 @@ SHELL := /bin/bash
 
 # The local stack's endpoints (written by scripts/stack/start.sh) exported into every recipe that needs them.
 WITH_STACK := set -a && source .stack/env && set +a &&
+comma := ,
 
-.PHONY: help stack stop test demo local bench-ingest bench-pipeline build fmt lint
+.PHONY: help stack stop test demo local bench-ingest bench-pipeline capacity build fmt lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +34,12 @@ bench-ingest: stack ## time the acceptance of a 10,000-row, 30,000-URL CSV on th
 
 bench-pipeline: stack ## the load run: 2,000-image request + 7 more through 4 worker loops; prints throughput
 	$(WITH_STACK) IMGPIPE_LOAD_IMAGES=2000 cargo test --locked -p imgpipe-tests --test faults load_run -- --nocapture
+
+capacity: stack ## measure MongoDB ops per image (bench-hotspot), then the capacity model and monthly cost; SHORT=1 in CI
+	mkdir -p .bench
+	$(WITH_STACK) set -a && source scripts/local.env && set +a && \
+	  cargo run --locked -q -p imgpipe-local -- bench-hotspot $(if $(SHORT),300 20 16,2000 80 1$(comma)16) .bench/hotspot.json
+	python3 scripts/capacity.py --hotspot .bench/hotspot.json $(if $(SHORT),--short,)
 
 build: ## build the functions for Lambda with sam + cargo lambda (ARCH=arm64 default; ARCH=x86_64 here)
 	PATH="$(CURDIR)/.stack/deploy-venv/bin:$$PATH" sam build --parameter-overrides Architecture=$(or $(ARCH),arm64)

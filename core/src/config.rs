@@ -55,6 +55,9 @@ fn default_max_urls_per_row() -> usize {
 fn default_enqueue_concurrency() -> usize {
     32
 }
+fn default_progress_shards() -> u32 {
+    16
+}
 
 /// Runtime settings of every function. Field `foo_bar` is read from `IMGPIPE_FOO_BAR`.
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +142,10 @@ pub struct Config {
     /// `SendMessageBatch` calls in flight at once during an upload.
     #[serde(default = "default_enqueue_concurrency")]
     pub enqueue_concurrency: usize,
+    /// Progress counters per request (`RequestProgress` documents), so that no single document takes one
+    /// write per image; a request gets `min(this, images)` of them.
+    #[serde(default = "default_progress_shards")]
+    pub progress_shards: u32,
 }
 
 impl Config {

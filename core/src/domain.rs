@@ -184,6 +184,9 @@ pub struct ImageJob {
     /// Position of the image in the row's `inputImageUrls`.
     pub index: u32,
     pub url: ImageUrl,
+    /// The `RequestProgress` counter this image is counted on.
+    #[serde(default)]
+    pub shard: u32,
 }
 
 impl ImageJob {
@@ -272,6 +275,7 @@ mod tests {
             serial_number: 7,
             index: 2,
             url: ImageUrl::parse("http://127.0.0.1/a.jpg").unwrap(),
+            shard: 3,
         };
         assert_eq!(job.output_key(), "outputs/0192f5e4-7a39-7c1e-9f55-2b1d0c3e4a5b/7-2.jpg");
         let json = serde_json::to_string(&job).unwrap();

@@ -11,6 +11,7 @@ use crate::domain::{ImageState, RequestId, RequestStatus};
 
 pub const REQUESTS: &str = "Requests";
 pub const REQUEST_DATA: &str = "RequestData";
+pub const REQUEST_PROGRESS: &str = "RequestProgress";
 
 /// One document per upload in `Requests`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -23,10 +24,9 @@ pub struct RequestDoc {
     pub completed_at: Option<DateTime>,
     pub total_products: i64,
     pub total_images: i64,
-    /// Images settled as reported by workers. A trigger for the exact recount that finalises the request:
-    /// it can run ahead of the truth after a crash or a duplicate delivery, never behind it.
+    /// How many `RequestProgress` counters the request's images are spread over.
     #[serde(default)]
-    pub progress_hint: i64,
+    pub progress_shards: i64,
     /// Exact counts, written when the request is finalised (while running they are summed from `RequestData`).
     #[serde(default)]
     pub succeeded_images: i64,
@@ -96,7 +96,7 @@ pub struct ImageSlot {
     pub output_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Whether this image's settlement was added to `Requests.progressHint`.
+    /// Whether this image's settlement was added to its `RequestProgress` counter.
     #[serde(default)]
     pub counted: bool,
 }
@@ -136,6 +136,28 @@ impl RowDoc {
 
     pub fn is_settled(&self) -> bool {
         self.settled_images >= self.total_images
+    }
+}
+
+/// One of a request's progress counters in `RequestProgress`: the images of the request are dealt round-robin
+/// over `Requests.progressShards` counters, so that each image's progress write goes to a small document shared
+/// by a fraction of the workers instead of the one `Requests` document shared by all of them.
+///
+/// `done` counts settled images as reported by workers. It triggers the exact recount that finalises the
+/// request, and can run ahead of the truth after a crash or a duplicate delivery, never behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressShard {
+    pub request_id: RequestId,
+    pub shard: i64,
+    /// Images dealt to this counter.
+    pub expected: i64,
+    pub done: i64,
+}
+
+impl ProgressShard {
+    pub fn is_complete(&self) -> bool {
+        self.done >= self.expected
     }
 }
 

@@ -7,7 +7,7 @@ use mongodb::bson::DateTime;
 
 use crate::domain::{ImageJob, ImageState, RequestId, RequestStatus};
 use crate::error::Result;
-use crate::model::{DailyImages, ListFilter, RequestDoc, RowDoc, Tally, WebhookAttempt};
+use crate::model::{DailyImages, ListFilter, ProgressShard, RequestDoc, RowDoc, Tally, WebhookAttempt};
 
 /// Object storage (S3).
 #[async_trait]
@@ -55,6 +55,8 @@ pub trait Repository: Send + Sync {
     async fn insert_request(&self, request: &RequestDoc) -> Result<Option<RequestDoc>>;
     /// Inserts rows, skipping those already present (a retried ingestion).
     async fn insert_rows(&self, rows: &[RowDoc]) -> Result<()>;
+    /// Inserts the request's progress counters, skipping those already present (a retried ingestion).
+    async fn insert_progress(&self, shards: &[ProgressShard]) -> Result<()>;
     /// Records that every message of the request was sent.
     async fn mark_enqueued(&self, id: &RequestId, at: DateTime) -> Result<()>;
     async fn get_request(&self, id: &RequestId) -> Result<Option<RequestDoc>>;
@@ -74,9 +76,13 @@ pub trait Repository: Send + Sync {
         output_urls: &[String],
         at: DateTime,
     ) -> Result<()>;
-    /// Adds one settled image to the request's progress hint and marks the image as counted.
-    /// Returns the request after the increment.
-    async fn count_image(&self, job: &ImageJob) -> Result<Option<RequestDoc>>;
+    /// Adds one settled image to its progress counter (`job.shard`), then marks the image as counted.
+    /// Returns the counter after the increment.
+    async fn count_image(&self, job: &ImageJob) -> Result<Option<ProgressShard>>;
+    /// One progress counter of a request.
+    async fn get_progress(&self, id: &RequestId, shard: u32) -> Result<Option<ProgressShard>>;
+    /// Every progress counter of a request.
+    async fn all_progress(&self, id: &RequestId) -> Result<Vec<ProgressShard>>;
     /// `pending` → `processing` (no-op in any other state).
     async fn mark_processing(&self, id: &RequestId) -> Result<()>;
     /// Exact settled / failed counts summed over the rows.

@@ -14,6 +14,7 @@ use imgpipe_core::api::error_response;
 use imgpipe_core::{App, Config, Error};
 use tokio::sync::watch;
 
+pub mod hotspot;
 pub mod samples;
 
 /// Largest request body the local API accepts: API Gateway's payload limit.

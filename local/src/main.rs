@@ -5,6 +5,8 @@
 //! imgpipe-local provision    # create the buckets and queues named by the configuration
 //! imgpipe-local samples DIR  # write the demo's sample images into DIR
 //! imgpipe-local bench-ingest [ROWS] [URLS]  # time the acceptance of a ROWS × URLS CSV (default 10000 × 3)
+//! imgpipe-local bench-hotspot [IMAGES] [WORKERS] [SHARDS,…] [JSON]  # MongoDB ops per image under WORKERS
+//!                                                                  # concurrent workers (default 2000 80 1,16)
 //! ```
 
 use std::net::SocketAddr;
@@ -49,6 +51,19 @@ async fn main() -> Result<(), BoxError> {
             let rows: usize = std::env::args().nth(2).map_or(Ok(10_000), |v| v.parse())?;
             let urls: usize = std::env::args().nth(3).map_or(Ok(3), |v| v.parse())?;
             bench_ingest(config, rows, urls).await
+        }
+        "bench-hotspot" => {
+            let arg = |i: usize| std::env::args().nth(i);
+            let images: usize = arg(2).map_or(Ok(2_000), |v| v.parse())?;
+            let workers: usize = arg(3).map_or(Ok(80), |v| v.parse())?;
+            let shards: Vec<u32> =
+                arg(4).unwrap_or_else(|| "1,16".into()).split(',').map(str::parse).collect::<Result<_, _>>()?;
+            let json = imgpipe_local::hotspot::run(config, images, workers, &shards).await?;
+            if let Some(path) = arg(5) {
+                std::fs::write(&path, json)?;
+                println!("\nfigures written to {path}");
+            }
+            Ok(())
         }
         other => Err(format!("unknown command `{other}` (expected `serve` or `provision`)").into()),
     }

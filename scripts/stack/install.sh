@@ -105,8 +105,8 @@ ferretdb_version() { # prints e.g. v1.24.2 (no pipe into grep -q: with pipefail 
 }
 
 install_ferretdb() {
-  local bin="$BIN_DIR/ferretdb" patch_file="$STACK_ROOT/scripts/stack/patches/ferretdb-$FERRETDB_VERSION-writelock.patch"
-  local build_id="$FERRETDB_VERSION+writelock-$(sha256sum "$patch_file" | cut -c1-12)" stamp="$BIN_DIR/.ferretdb-build"
+  local bin="$BIN_DIR/ferretdb" patches=("$STACK_ROOT"/scripts/stack/patches/ferretdb-"$FERRETDB_VERSION"-*.patch)
+  local build_id="$FERRETDB_VERSION+patches-$(cat "${patches[@]}" | sha256sum | cut -c1-12)" stamp="$BIN_DIR/.ferretdb-build"
   if [[ -x "$bin" && -f "$stamp" && "$(cat "$stamp")" == "$build_id" ]] && [[ "$(ferretdb_version "$bin")" == "$FERRETDB_VERSION" ]]; then
     log "ferretdb: present ($build_id)"
     return
@@ -123,9 +123,16 @@ install_ferretdb() {
   cp -r "$moddir" "$src" && chmod -R u+w "$src"
   printf '%s\n' "$FERRETDB_VERSION" >"$src/build/version/version.txt"
   printf 'imgpipe-local\n' >"$src/build/version/package.txt"
-  # Upstream 1.x updates a document by read, modify in Go, write back: concurrent updates of one document lose
-  # writes. The patch serialises update/findAndModify/delete, restoring MongoDB's single-document atomicity.
-  patch -s -p1 -d "$src" <"$patch_file"
+  # writelock: upstream 1.x updates a document by read, modify in Go, write back: concurrent updates of one
+  # document lose writes. The patch serialises update/findAndModify/delete, restoring single-document atomicity.
+  # pushdown: upstream 1.x on SQLite scans the whole collection for every filter but {_id: v}, and even updates by
+  # _id miss the _id index (the expressions differ). The patch makes SQLite use the indexes for top-level equality
+  # on the fields named in FERRETDB_SCALAR_FIELDS (set by start.sh) and for _id: the per-image operations then cost
+  # the same whatever the collection's size.
+  local p
+  for p in "${patches[@]}"; do
+    patch -s -p1 -d "$src" <"$p"
+  done
   (cd "$src" && go build -buildvcs=false -trimpath -o "$bin.tmp" ./cmd/ferretdb)
   mv "$bin.tmp" "$bin"
   [[ "$(ferretdb_version "$bin")" == "$FERRETDB_VERSION" ]] || die "ferretdb: built binary reports the wrong version"

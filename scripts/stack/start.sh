@@ -66,7 +66,7 @@ launch elasticmq "$SQS_PORT" sqs_api_ok \
 
 # MongoDB: FerretDB with the SQLite handler (data persists in .stack/data/ferretdb)
 launch ferretdb "$MONGO_PORT" true_fn \
-  env DO_NOT_TRACK=1 "$BIN_DIR/ferretdb" \
+  env DO_NOT_TRACK=1 FERRETDB_SCALAR_FIELDS=requestId,serialNumber,shard "$BIN_DIR/ferretdb" \
     --handler=sqlite --sqlite-url="file:$DATA_DIR/ferretdb/" \
     --state-dir="$DATA_DIR/ferretdb-state" \
     --listen-addr="127.0.0.1:$MONGO_PORT" \

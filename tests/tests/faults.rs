@@ -212,8 +212,8 @@ async fn poison_messages_end_in_the_dead_letter_queue_without_blocking_their_bat
 
 /// Load: one big request and seven of a tenth of its size, uploaded concurrently, worked by four worker loops of the
 /// local runner. Nothing may be lost or double-counted; throughput and completion times are printed
-/// (`make bench-pipeline` runs it with 2,000 images), never asserted. `IMGPIPE_LOAD_IMAGES` sets the big
-/// request's size (default 200, to keep `make test` short).
+/// (`make bench-pipeline` shows them), never asserted. `IMGPIPE_LOAD_IMAGES` sets the big request's size
+/// (default 2,000; the seven others are a tenth of it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn load_run_loses_and_duplicates_nothing() {
     let stack = Stack::new("load").await;
@@ -232,7 +232,7 @@ async fn load_run_loses_and_duplicates_nothing() {
         .map(|_| tokio::spawn(imgpipe_local::run_worker(stack.app.clone(), stack.sqs.clone(), shutdown.clone())))
         .collect();
     let start = Instant::now();
-    let big: usize = std::env::var("IMGPIPE_LOAD_IMAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let big: usize = std::env::var("IMGPIPE_LOAD_IMAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
     let uploads = (0..8).map(|tag| {
         let body = if tag == 0 { csv(big / 5, 5, tag) } else { csv((big / 50).max(1), 5, tag) };
         let stack = &stack;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use imgpipe_core::adapters::mongo::{MongoRepository, indexes};
 use imgpipe_core::bson::{Bson, Document};
+use imgpipe_core::model::{REQUEST_DATA, REQUEST_PROGRESS, REQUESTS};
 use imgpipe_tests::{ImageServer, Stack, jpeg, photo, request_id};
 use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
@@ -83,7 +84,8 @@ async fn every_query_is_served_by_a_declared_index_and_carries_the_shard_key() {
 
     let declared = indexes();
     let seen = seen.lock().unwrap().clone();
-    let ours: Vec<_> = seen.iter().filter(|(_, c, _, _)| c == "Requests" || c == "RequestData").collect();
+    let ours: Vec<_> =
+        seen.iter().filter(|(_, c, _, _)| [REQUESTS, REQUEST_DATA, REQUEST_PROGRESS].contains(&c.as_str())).collect();
     assert!(ours.len() > 20, "too few queries seen: {ours:?}");
     for (command, collection, filter, sort) in ours {
         let filter_keys = keys(filter);

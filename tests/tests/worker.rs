@@ -219,3 +219,65 @@ async fn a_transient_failure_is_retried_then_dead_lettered() {
     let (_, status) = stack.status(request_id(&body).as_str()).await;
     assert_eq!(status["status"], "completed");
 }
+
+/// The progress counters: a request's images are dealt round-robin over `IMGPIPE_PROGRESS_SHARDS` documents, each
+/// ends at exactly its share, and the `Requests` document takes a few writes per request, not one per image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_counted_on_several_documents_and_the_request_document_is_not_written_per_image() {
+    let mut stack = Stack::with("shards", |c| c.progress_shards = 4).await;
+    let writes: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut options = mongodb::options::ClientOptions::parse(&stack.app.config.mongodb_uri).await.unwrap();
+    let seen = writes.clone();
+    options.command_event_handler =
+        Some(mongodb::event::EventHandler::callback(move |e: mongodb::event::command::CommandEvent| {
+            if let mongodb::event::command::CommandEvent::Started(s) = e {
+                if matches!(s.command_name.as_str(), "update" | "findAndModify") {
+                    let collection = s.command.get_str(&s.command_name).unwrap_or_default().to_string();
+                    seen.lock().unwrap().push(collection);
+                }
+            }
+        }));
+    let client = mongodb::Client::with_options(options).unwrap();
+    stack.app.repo = Arc::new(imgpipe_core::adapters::mongo::MongoRepository::new(
+        &client.database(&stack.app.config.mongodb_database),
+    ));
+
+    let server = ImageServer::start().await;
+    let url = server.serve("/p.jpg", "image/jpeg", jpeg(&photo(24, 16, 3), 90));
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
+    for (row, n) in [(1, 3), (2, 3), (3, 2), (4, 2)] {
+        let urls: Vec<String> = (0..n).map(|i| format!("{url}?r={row}&i={i}")).collect();
+        csv.push_str(&format!("{row},P{row},\"{}\"\n", urls.join(",")));
+    }
+    let (id, bodies) = upload_and_take_messages(&stack, csv, 10).await;
+    let mut dealt = [0; 4];
+    for body in &bodies {
+        let job: serde_json::Value = serde_json::from_str(body).unwrap();
+        dealt[job["shard"].as_u64().unwrap() as usize] += 1;
+    }
+    assert_eq!(dealt, [3, 3, 2, 2], "images are dealt round-robin over the counters");
+
+    writes.lock().unwrap().clear();
+    let records: Vec<_> = bodies.iter().enumerate().map(|(i, b)| record(b, &i.to_string())).collect();
+    let response = imgpipe_worker::handle(&stack.app, imgpipe_local::sqs_event(records)).await;
+    assert!(response.batch_item_failures.is_empty());
+
+    let request = stack.requests().find_one(doc! {"requestId": &id}).await.unwrap().unwrap();
+    assert_eq!(request.get_str("status").unwrap(), "completed");
+    assert_eq!(request.get_i64("succeededImages").unwrap(), 10);
+    assert_eq!(request.get_i64("progressShards").unwrap(), 4);
+    let counters: Vec<imgpipe_core::bson::Document> = futures::TryStreamExt::try_collect(
+        stack.db.collection("RequestProgress").find(doc! {"requestId": &id}).sort(doc! {"shard": 1}).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let ends: Vec<(i64, i64)> =
+        counters.iter().map(|c| (c.get_i64("expected").unwrap(), c.get_i64("done").unwrap())).collect();
+    assert_eq!(ends, vec![(3, 3), (3, 3), (2, 2), (2, 2)]);
+
+    let writes = writes.lock().unwrap().clone();
+    let on = |c: &str| writes.iter().filter(|w| *w == c).count();
+    assert_eq!(on("RequestProgress"), 10, "one counter write per image");
+    // At most one `pending → processing` per counter, the finalisation lease and the final status.
+    assert!(on("Requests") <= 4 + 2, "{} writes to the Requests document for 10 images", on("Requests"));
+}

@@ -7,7 +7,8 @@ use mongodb::{Collection, Database, IndexModel};
 use crate::domain::{ImageJob, RequestId, RequestStatus};
 use crate::error::{Error, Result};
 use crate::model::{
-    DailyImages, ListFilter, REQUEST_DATA, REQUESTS, RequestDoc, RowDoc, Tally, WebhookAttempt, day_of,
+    DailyImages, ListFilter, ProgressShard, REQUEST_DATA, REQUEST_PROGRESS, REQUESTS, RequestDoc, RowDoc, Tally,
+    WebhookAttempt, day_of,
 };
 use crate::ports::{ImageResult, Repository};
 
@@ -20,6 +21,7 @@ pub struct MongoRepository {
     db: Database,
     requests: Collection<RequestDoc>,
     rows: Collection<RowDoc>,
+    progress: Collection<ProgressShard>,
 }
 
 /// Every index the queries of this module need, declared in one place.
@@ -52,12 +54,24 @@ pub fn indexes() -> Vec<(&'static str, IndexModel)> {
                 .options(unique("requestId_serialNumber_unique"))
                 .build(),
         ),
+        (
+            REQUEST_PROGRESS,
+            IndexModel::builder()
+                .keys(doc! {"requestId": 1, "shard": 1})
+                .options(unique("requestId_shard_unique"))
+                .build(),
+        ),
     ]
 }
 
 impl MongoRepository {
     pub fn new(db: &Database) -> Self {
-        Self { db: db.clone(), requests: db.collection(REQUESTS), rows: db.collection(REQUEST_DATA) }
+        Self {
+            db: db.clone(),
+            requests: db.collection(REQUESTS),
+            rows: db.collection(REQUEST_DATA),
+            progress: db.collection(REQUEST_PROGRESS),
+        }
     }
 
     /// Connects with the driver's pool; the client is meant to live for the whole execution environment.
@@ -91,6 +105,18 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
                 && m.write_errors.as_ref().is_some_and(|w| !w.is_empty() && w.iter().all(|w| w.code == 11000))
         }
         _ => false,
+    }
+}
+
+/// Inserts `docs`, skipping those already present (a retried ingestion: the unique indexes say which).
+async fn insert_missing<T: serde::Serialize + Send + Sync>(collection: &Collection<T>, docs: &[T]) -> Result<()> {
+    if docs.is_empty() {
+        return Ok(());
+    }
+    match collection.insert_many(docs).ordered(false).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_duplicate_key(&e) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -128,14 +154,11 @@ impl Repository for MongoRepository {
     }
 
     async fn insert_rows(&self, rows: &[RowDoc]) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        match self.rows.insert_many(rows).ordered(false).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_duplicate_key(&e) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        insert_missing(&self.rows, rows).await
+    }
+
+    async fn insert_progress(&self, shards: &[ProgressShard]) -> Result<()> {
+        insert_missing(&self.progress, shards).await
     }
 
     async fn mark_enqueued(&self, id: &RequestId, at: DateTime) -> Result<()> {
@@ -208,10 +231,13 @@ impl Repository for MongoRepository {
         Ok(())
     }
 
-    async fn count_image(&self, job: &ImageJob) -> Result<Option<RequestDoc>> {
-        let request = self
-            .requests
-            .find_one_and_update(doc! {"requestId": job.request_id.as_str()}, doc! {"$inc": {"progressHint": 1_i64}})
+    async fn count_image(&self, job: &ImageJob) -> Result<Option<ProgressShard>> {
+        let shard = self
+            .progress
+            .find_one_and_update(
+                doc! {"requestId": job.request_id.as_str(), "shard": i64::from(job.shard)},
+                doc! {"$inc": {"done": 1_i64}},
+            )
             .return_document(ReturnDocument::After)
             .await?;
         self.rows
@@ -220,7 +246,15 @@ impl Repository for MongoRepository {
                 doc! {"$set": {slot(job, "counted"): true}},
             )
             .await?;
-        Ok(request)
+        Ok(shard)
+    }
+
+    async fn get_progress(&self, id: &RequestId, shard: u32) -> Result<Option<ProgressShard>> {
+        Ok(self.progress.find_one(doc! {"requestId": id.as_str(), "shard": i64::from(shard)}).await?)
+    }
+
+    async fn all_progress(&self, id: &RequestId) -> Result<Vec<ProgressShard>> {
+        Ok(self.progress.find(doc! {"requestId": id.as_str()}).await?.try_collect().await?)
     }
 
     async fn mark_processing(&self, id: &RequestId) -> Result<()> {

@@ -11,7 +11,7 @@ use crate::App;
 use crate::csv_input::{CsvLimits, CsvRejection, parse_csv};
 use crate::domain::{ImageJob, ImageUrl, ProductRow, RequestId, RequestStatus, dropped_request_id, upload_csv_key};
 use crate::error::{Error, Result};
-use crate::model::{ImageSlot, RequestDoc, RowDoc, Webhook};
+use crate::model::{ImageSlot, ProgressShard, RequestDoc, RowDoc, Webhook};
 
 /// What the upload API answers.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -136,7 +136,7 @@ fn request_doc(
         completed_at: None,
         total_products: 0,
         total_images: 0,
-        progress_hint: 0,
+        progress_shards: 0,
         succeeded_images: 0,
         failed_images: 0,
         input_csv_bucket: bucket,
@@ -204,7 +204,7 @@ async fn create_request(
         Origin::S3 { bucket, key, .. } => (bucket.clone(), key.clone()),
     };
     let now = DateTime::now();
-    let jobs: Vec<ImageJob> = rows
+    let mut jobs: Vec<ImageJob> = rows
         .iter()
         .flat_map(|row| {
             row.input_image_urls.iter().enumerate().map(|(index, url)| ImageJob {
@@ -212,12 +212,14 @@ async fn create_request(
                 serial_number: row.serial_number,
                 index: index as u32,
                 url: url.clone(),
+                shard: 0,
             })
         })
         .collect();
     let mut request = request_doc(&id, &origin, csv, location, now);
     request.total_products = rows.len() as i64;
     request.total_images = jobs.len() as i64;
+    request.progress_shards = i64::from(app.config.progress_shards).clamp(1, request.total_images.max(1));
 
     if let Some(existing) = app.repo.insert_request(&request).await? {
         if existing.content_sha256 != request.content_sha256 {
@@ -232,6 +234,19 @@ async fn create_request(
         tracing::warn!("resuming an ingestion that stopped before all messages were sent");
         request = existing;
     }
+    // Images are dealt round-robin over the progress counters (a resumed ingestion keeps the first one's count).
+    let shards = request.progress_shards.max(1);
+    for (ordinal, job) in jobs.iter_mut().enumerate() {
+        job.shard = (ordinal as i64 % shards) as u32;
+    }
+    let progress: Vec<ProgressShard> = (0..shards)
+        .map(|shard| ProgressShard {
+            request_id: id.clone(),
+            shard,
+            expected: request.total_images / shards + i64::from(shard < request.total_images % shards),
+            done: 0,
+        })
+        .collect();
     let docs: Vec<RowDoc> = rows
         .iter()
         .map(|row| RowDoc {
@@ -250,6 +265,7 @@ async fn create_request(
         .collect();
     let started = std::time::Instant::now();
     app.repo.insert_rows(&docs).await?;
+    app.repo.insert_progress(&progress).await?;
     let documents_ms = started.elapsed().as_millis() as u64;
     app.faults.check("ingest.after_documents")?;
     app.queue.send_jobs(&jobs).await?;

@@ -3,10 +3,14 @@
 //! Exactness without transactions:
 //! 1. the image's slot in its `RequestData` row moves from `pending` to `succeeded`/`failed` in one guarded
 //!    update, together with the row's counters, so a redelivered or parallel message cannot count it twice;
-//! 2. the request's `progressHint` is then incremented; it only decides *when* to recount, so a crash between
-//!    1 and 2 (redelivery increments it again) or a duplicate can only make it run ahead;
-//! 3. once the hint reaches the total, the exact counts are summed from the rows, and the request is finalised
-//!    by a guarded `pending|processing → completed|failed` update, which succeeds once.
+//! 2. the image's progress counter (one of the request's `RequestProgress` documents) is then incremented; it
+//!    only decides *when* to recount, so a crash between 1 and 2 (redelivery increments it again) or a duplicate
+//!    can only make it run ahead;
+//! 3. once every counter of the request has reached its share, the exact counts are summed from the rows, and
+//!    the request is finalised by a guarded `pending|processing → completed|failed` update, which succeeds once.
+//!
+//! The counters are spread over several documents so that a request with many images and many workers has no
+//! single document that every image writes to: the `Requests` document takes a handful of writes per request.
 
 use mongodb::bson::DateTime;
 use tracing::Instrument;
@@ -17,7 +21,7 @@ use crate::csv_output::{output_urls, write_csv};
 use crate::domain::{ImageJob, ImageState, RequestStatus, output_csv_key};
 use crate::error::{Error, Result};
 use crate::fetch::FetchError;
-use crate::model::{RequestDoc, RowDoc};
+use crate::model::{ProgressShard, RequestDoc, RowDoc};
 use crate::ports::ImageResult;
 use crate::webhook;
 
@@ -68,7 +72,13 @@ async fn process(app: &App, job: &ImageJob) -> Result<Processed> {
         }
         Err(ImageFailure::Transient(reason)) => return Err(Error::Upstream(reason)),
     };
-    match app.repo.settle_image(job, &result).await? {
+    record(app, job, &result).await
+}
+
+/// Records how an image ended (its output is already stored): settles its slot exactly once, counts it, and
+/// finalises the request if it was the last one. Idempotent: a redelivery reconciles and changes nothing.
+pub async fn record(app: &App, job: &ImageJob, result: &ImageResult) -> Result<Processed> {
+    match app.repo.settle_image(job, result).await? {
         Some(row) => {
             tracing::info!(state = result.state().as_str(), "image settled");
             advance(app, job, row).await?;
@@ -111,14 +121,24 @@ async fn advance(app: &App, job: &ImageJob, row: RowDoc) -> Result<()> {
     if row.is_settled() && row.completed_at.is_none() {
         app.repo.complete_row(&job.request_id, job.serial_number, &output_urls(&row), DateTime::now()).await?;
     }
+    let id = &job.request_id;
     let counted = row.images.get(&job.index.to_string()).is_some_and(|s| s.counted);
-    let request =
-        if counted { app.repo.get_request(&job.request_id).await? } else { app.repo.count_image(job).await? };
-    let request = request.ok_or_else(|| Error::NotFound(job.request_id.clone()))?;
-    if request.status == RequestStatus::Pending {
-        app.repo.mark_processing(&job.request_id).await?;
+    let shard = if counted { app.repo.get_progress(id, job.shard).await? } else { app.repo.count_image(job).await? };
+    let shard = shard.ok_or_else(|| Error::Corrupt(format!("request {id} has no progress counter {}", job.shard)))?;
+    if !counted && shard.done == 1 {
+        // The first image of each counter (a few writes per request, not one per image).
+        app.repo.mark_processing(id).await?;
     }
-    if !request.status.is_final() && request.progress_hint >= request.total_images {
+    if !shard.is_complete() {
+        return Ok(());
+    }
+    // This counter has reached its share: the request may be done if every other counter has too.
+    let all = app.repo.all_progress(id).await?;
+    if !all.iter().all(ProgressShard::is_complete) {
+        return Ok(());
+    }
+    let request = app.repo.get_request(id).await?.ok_or_else(|| Error::NotFound(id.clone()))?;
+    if !request.status.is_final() && all.len() as i64 >= request.progress_shards {
         finalise_if_done(app, &request).await?;
     }
     Ok(())
