@@ -161,6 +161,11 @@ impl ProgressShard {
     }
 }
 
+/// A date as RFC 3339 (milliseconds since the epoch for a date outside RFC 3339's range).
+pub fn rfc3339(at: DateTime) -> String {
+    at.try_to_rfc3339_string().unwrap_or_else(|_| at.timestamp_millis().to_string())
+}
+
 /// The UTC day of a date, `YYYY-MM-DD`.
 pub fn day_of(at: DateTime) -> String {
     at.try_to_rfc3339_string().map(|s| s[..10].to_string()).unwrap_or_default()

@@ -21,7 +21,7 @@ use crate::csv_output::{output_urls, write_csv};
 use crate::domain::{ImageJob, ImageState, RequestStatus, output_csv_key};
 use crate::error::{Error, Result};
 use crate::fetch::FetchError;
-use crate::model::{ProgressShard, RequestDoc, RowDoc};
+use crate::model::{ProgressShard, RequestDoc, RowDoc, rfc3339};
 use crate::ports::ImageResult;
 use crate::webhook;
 
@@ -205,7 +205,6 @@ async fn summary(app: &App, request: &RequestDoc) -> Result<serde_json::Value> {
         ),
         None => None,
     };
-    let status_path = format!("/requests/{id}");
     Ok(serde_json::json!({
         "event": format!("request.{}", request.status.as_str()),
         "requestId": id,
@@ -216,12 +215,9 @@ async fn summary(app: &App, request: &RequestDoc) -> Result<serde_json::Value> {
             "succeeded": request.succeeded_images,
             "failed": request.failed_images,
         },
-        "createdAt": request.created_at.try_to_rfc3339_string().ok(),
-        "completedAt": request.completed_at.and_then(|d| d.try_to_rfc3339_string().ok()),
-        "statusUrl": match &app.config.api_base_url {
-            Some(base) => format!("{}{status_path}", base.trim_end_matches('/')),
-            None => status_path,
-        },
+        "createdAt": rfc3339(request.created_at),
+        "completedAt": request.completed_at.map(rfc3339),
+        "statusUrl": app.api_url(&format!("/requests/{id}")),
         "outputCsvUrl": output_csv_url,
     }))
 }

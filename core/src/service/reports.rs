@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::App;
 use crate::domain::{RequestId, RequestStatus};
 use crate::error::{Error, Result};
-use crate::model::{DailyImages, ListFilter, day_of};
+use crate::model::{DailyImages, ListFilter, day_of, rfc3339};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -37,10 +37,6 @@ pub struct Stats {
     /// Images of requests finalised on each day, oldest first.
     pub daily: Vec<DailyImages>,
     pub since: String,
-}
-
-fn rfc3339(d: DateTime) -> String {
-    d.try_to_rfc3339_string().unwrap_or_default()
 }
 
 fn parse_time(name: &str, value: &str) -> Result<DateTime> {

@@ -9,7 +9,7 @@ use crate::csv_input::RowError;
 use crate::csv_output::{image_errors, write_csv_with};
 use crate::domain::{ImageState, RequestId, RequestStatus};
 use crate::error::{Error, Result};
-use crate::model::{RequestDoc, RowDoc, Tally};
+use crate::model::{RequestDoc, RowDoc, Tally, rfc3339};
 
 pub const DEFAULT_PAGE: i64 = 100;
 pub const MAX_PAGE: i64 = 1000;
@@ -71,10 +71,6 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
-fn rfc3339(d: mongodb::bson::DateTime) -> String {
-    d.try_to_rfc3339_string().unwrap_or_else(|_| d.timestamp_millis().to_string())
-}
-
 /// Largest output CSV the API returns in its body; larger ones are a redirect (Lambda responses are capped at 6 MB).
 pub const INLINE_CSV_LIMIT: usize = 5 * 1024 * 1024;
 
@@ -88,6 +84,14 @@ pub enum CsvDownload {
 impl App {
     fn expiry(&self) -> Duration {
         Duration::from_secs(self.config.url_expiry_secs)
+    }
+
+    /// The API's URL of `path` (`/requests/…`): under `IMGPIPE_API_BASE_URL`, else the path alone.
+    pub fn api_url(&self, path: &str) -> String {
+        match &self.config.api_base_url {
+            Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+            None => path.to_string(),
+        }
     }
 
     /// The stored URL of an output object: under the public base URL, else the object's S3 URL.
@@ -186,10 +190,7 @@ pub async fn request_status(app: &App, id: &RequestId, cursor: Option<&str>, lim
         views.push(app.row_view(row).await?);
     }
     let output_csv_url = match (&request.output_csv_key, request.status.is_final()) {
-        (Some(_), true) => Some(match &app.config.api_base_url {
-            Some(base) => format!("{}/requests/{id}/output.csv", base.trim_end_matches('/')),
-            None => format!("/requests/{id}/output.csv"),
-        }),
+        (Some(_), true) => Some(app.api_url(&format!("/requests/{id}/output.csv"))),
         _ => None,
     };
     let percent_complete = if request.total_images == 0 {

@@ -18,11 +18,7 @@ use serde_json::json;
 
 /// The URL of a request's status.
 fn status_url(app: &App, id: &imgpipe_core::domain::RequestId) -> String {
-    let path = format!("/requests/{id}");
-    match &app.config.api_base_url {
-        Some(base) => format!("{}{path}", base.trim_end_matches('/')),
-        None => path,
-    }
+    app.api_url(&format!("/requests/{id}"))
 }
 
 /// Handles one API Gateway request. Every outcome, including errors, is an HTTP response.
