@@ -38,7 +38,7 @@ bench-pipeline: stack ## the load run: 2,000-image request + 7 more through 4 wo
 capacity: stack ## measure MongoDB ops per image (bench-hotspot), then the capacity model and monthly cost; SHORT=1 in CI
 	mkdir -p .bench
 	$(WITH_STACK) set -a && source scripts/local.env && set +a && \
-	  cargo run --locked -q -p imgpipe-local -- bench-hotspot $(if $(SHORT),300 20 16,2000 80 1$(comma)16) .bench/hotspot.json
+	  RUST_LOG=warn cargo run --locked -q -p imgpipe-local -- bench-hotspot $(if $(SHORT),300 20 16,2000 80 1$(comma)16) .bench/hotspot.json
 	python3 scripts/capacity.py --hotspot .bench/hotspot.json $(if $(SHORT),--short,)
 
 build: ## build the functions for Lambda with sam + cargo lambda (ARCH=arm64 default; ARCH=x86_64 here)

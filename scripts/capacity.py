@@ -70,7 +70,7 @@ def model(a, hot, images_per_day):
     per_invocation_rate = a.batch / batch_s  # images/s one concurrent worker invocation sustains
 
     writes_per_image = hot["mongoWritesPerImage"]
-    busiest_doc_per_image = 1 / max(hot["shards"], 1)
+    busiest_doc_per_image = hot["busiestDocumentWritesPerImage"]
     limits = [
         (
             f"worker concurrency (WorkerMaxConcurrency={a.max_concurrency})",
@@ -88,7 +88,7 @@ def model(a, hot, images_per_day):
             "a larger tier, or shard RequestData/RequestProgress on requestId",
         ),
         (
-            f"busiest document ({hot['shards']} progress counters)",
+            f"busiest document ({hot['busiestDocument']}, {busiest_doc_per_image:.3f} writes/image)",
             SINGLE_DOCUMENT_WRITES / busiest_doc_per_image,
             "IMGPIPE_PROGRESS_SHARDS",
         ),
@@ -158,7 +158,8 @@ def main():
     for r in runs:
         print(
             f"  {r['shards']:>3} progress counter(s): {r['mongoOpsPerImage']:.2f} MongoDB ops/image "
-            f"({r['mongoWritesPerImage']:.2f} writes), {r['imagesPerSecond']:.0f} images/s, record() p50 "
+            f"({r['mongoWritesPerImage']:.2f} writes; busiest document {r['busiestDocument']}, "
+            f"{r['busiestDocumentWritesPerImage']:.3f} writes/image), {r['imagesPerSecond']:.0f} images/s, record() p50 "
             f"{r['recordMsP50']:.0f} ms (the stand-in serialises every write: its latency is not AWS's)"
         )
     print(
@@ -187,7 +188,7 @@ def main():
         print(f"| {item} | " + " | ".join(f"${r['cost'][item]:,.2f}" for r in results) + " |")
     print("| **monthly total** | " + " | ".join(f"**${sum(r['cost'].values()):,.0f}**" for r in results) + " |")
 
-    print("\nThroughput limits (images/s), lowest first, with the setting that raises each:")
+    print("\nThroughput limits (images/s), lowest first, with the setting that raises each:\n")
     print("| limit | images/s | raise it with |")
     print("|---|---:|---|")
     for name, rate, fix in results[0]["limits"]:

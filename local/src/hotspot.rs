@@ -30,6 +30,19 @@ struct Ops {
     failed: usize,
     /// Writes whose filter named the request's `Requests` document.
     request_doc_writes: usize,
+    /// Writes per document, the document named by its filter (collection, requestId, serialNumber or shard).
+    doc_writes: HashMap<String, usize>,
+}
+
+/// The document a write's filter names: collection, `requestId`, and `serialNumber` or `shard` if present.
+fn target(collection: &str, command: &mongodb::bson::Document, name: &str) -> Option<String> {
+    let filter = match name {
+        "findAndModify" => command.get_document("query").ok()?,
+        "update" => command.get_array("updates").ok()?.first()?.as_document()?.get_document("q").ok()?,
+        _ => return None,
+    };
+    let part = |k: &str| filter.get(k).map(|v| v.to_string()).unwrap_or_default();
+    Some(format!("{collection} {} {}{}", part("requestId"), part("serialNumber"), part("shard")))
 }
 
 fn observe(ops: &Mutex<Ops>, event: CommandEvent) {
@@ -39,6 +52,9 @@ fn observe(ops: &Mutex<Ops>, event: CommandEvent) {
             let name = e.command_name.clone();
             let collection = e.command.get_str(&name).unwrap_or_default().to_string();
             let write = matches!(name.as_str(), "update" | "findAndModify" | "insert" | "delete");
+            if let Some(doc) = target(&collection, &e.command, &name) {
+                *ops.doc_writes.entry(doc).or_default() += 1;
+            }
             ops.started.insert(e.request_id, (collection, name, write));
         }
         CommandEvent::Succeeded(e) => {
@@ -218,10 +234,15 @@ async fn run_one(
             "p50Ms": percentile(&d, 0.5), "p95Ms": percentile(&d, 0.95), "p99Ms": percentile(&d, 0.99),
         }));
     }
+    let (busiest, busiest_writes) =
+        ops.doc_writes.iter().max_by_key(|(_, n)| **n).map(|(d, n)| (d.clone(), *n)).unwrap_or_default();
+    let busiest_collection = busiest.split(' ').next().unwrap_or_default().to_string();
     println!(
-        "writes to the request's `Requests` document: {} for {images} images ({:.3} per image)",
+        "writes to the request's `Requests` document: {} for {images} images ({:.3} per image); busiest document: \
+         {busiest_collection}, {busiest_writes} writes ({:.3} per image)",
         ops.request_doc_writes,
-        ops.request_doc_writes as f64 / images as f64
+        ops.request_doc_writes as f64 / images as f64,
+        busiest_writes as f64 / images as f64
     );
     Ok(serde_json::json!({
         "images": images,
@@ -235,6 +256,8 @@ async fn run_one(
         "mongoOpsPerImage": total as f64 / images as f64,
         "mongoWritesPerImage": writes as f64 / images as f64,
         "requestDocumentWrites": ops.request_doc_writes,
+        "busiestDocument": busiest_collection,
+        "busiestDocumentWritesPerImage": busiest_writes as f64 / images as f64,
         "ops": rows_json,
     }))
 }

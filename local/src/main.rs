@@ -111,11 +111,13 @@ async fn bench_ingest(mut config: Config, rows: usize, urls: usize) -> Result<()
         return Err(format!("upload answered {status}: {:?}", response.body()).into());
     }
     println!(
-        "ingest: {rows} rows, {} image URLs, {:.1} MB CSV accepted in {:.2} s ({:.0} images/s); {depth} messages queued",
+        "ingest: {rows} rows, {} image URLs, {:.1} MB CSV accepted in {:.2} s ({:.0} images/s); {depth} messages queued; \
+         peak RSS of this process {}",
         rows * urls,
         bytes as f64 / 1e6,
         elapsed.as_secs_f64(),
-        (rows * urls) as f64 / elapsed.as_secs_f64()
+        (rows * urls) as f64 / elapsed.as_secs_f64(),
+        imgpipe_local::peak_rss_mib().map_or("unknown".into(), |m| format!("{m:.0} MiB")),
     );
     Ok(())
 }
