@@ -154,10 +154,10 @@ impl Config {
         // An empty variable means unset (`sam local` turns a template's conditionally unset variables into "").
         let vars = std::env::vars().filter(|(k, v)| !(k.starts_with("IMGPIPE_") && v.is_empty()));
         let mut config: Config = envy::prefixed("IMGPIPE_").from_iter(vars)?;
-        if std::env::var_os("IMGPIPE_REGION").is_none() {
-            if let Ok(region) = std::env::var("AWS_REGION") {
-                config.region = region;
-            }
+        if std::env::var_os("IMGPIPE_REGION").is_none()
+            && let Ok(region) = std::env::var("AWS_REGION")
+        {
+            config.region = region;
         }
         Ok(config)
     }

@@ -107,7 +107,7 @@ impl<'a> Lines<'a> {
     }
 }
 
-fn field_str<'a>(record: &'a csv::ByteRecord, i: usize) -> Result<&'a str, ()> {
+fn field_str(record: &csv::ByteRecord, i: usize) -> Result<&str, ()> {
     std::str::from_utf8(record.get(i).unwrap_or_default()).map_err(|_| ())
 }
 
@@ -242,16 +242,16 @@ pub fn parse_csv(input: &[u8], limits: CsvLimits) -> Result<Vec<ProductRow>, Csv
                 format!("{} image URLs; at most {} per row", urls.len(), limits.max_urls_per_row),
             );
         }
-        if let Some(n) = serial {
-            if let Some(first) = seen.insert(n, line) {
-                errs.push(line, COL_SERIAL, &n.to_string(), format!("duplicate serial number (first on line {first})"));
-                seen.insert(n, first);
-            }
+        if let Some(n) = serial
+            && let Some(first) = seen.insert(n, line)
+        {
+            errs.push(line, COL_SERIAL, &n.to_string(), format!("duplicate serial number (first on line {first})"));
+            seen.insert(n, first);
         }
-        if errs.total == before {
-            if let (Some(serial_number), Some(product_name)) = (serial, product) {
-                rows.push(ProductRow { line, serial_number, product_name, input_image_urls: urls });
-            }
+        if errs.total == before
+            && let (Some(serial_number), Some(product_name)) = (serial, product)
+        {
+            rows.push(ProductRow { line, serial_number, product_name, input_image_urls: urls });
         }
         if seen.len() > limits.max_rows {
             errs.push(line, "", "", format!("too many rows: at most {}", limits.max_rows));

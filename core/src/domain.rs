@@ -21,7 +21,7 @@ impl RequestId {
 
     /// A deterministic id derived from a name (UUID v5): the same name always gives the same id.
     pub fn derived_from(name: &str) -> Self {
-        const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f1c_2d4e_8b3a_4f5e_9a7c_1e2d3c4b5a69);
+        const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f1c_2d4e_8b3a_4f5e_9a7c_1e2d_3c4b_5a69);
         Self(uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string())
     }
 

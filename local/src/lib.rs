@@ -143,10 +143,10 @@ pub async fn run_worker(app: App, sqs: aws_sdk_sqs::Client, mut shutdown: watch:
                     .ok()
             })
             .collect();
-        if !entries.is_empty() {
-            if let Err(e) = sqs.delete_message_batch().queue_url(&queue_url).set_entries(Some(entries)).send().await {
-                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "DeleteMessageBatch failed");
-            }
+        if !entries.is_empty()
+            && let Err(e) = sqs.delete_message_batch().queue_url(&queue_url).set_entries(Some(entries)).send().await
+        {
+            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "DeleteMessageBatch failed");
         }
     }
     batches

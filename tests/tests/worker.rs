@@ -39,15 +39,18 @@ async fn take_bodies(stack: &Stack, n: usize) -> Vec<String> {
     bodies
 }
 
+/// One webhook call: signature header, request-id header, body.
+type Call = (Option<String>, Option<String>, Vec<u8>);
+
 /// A local webhook receiver that answers 500 to the first `failures` calls, then 200; records each call.
 struct Receiver {
     url: String,
-    calls: Arc<Mutex<Vec<(Option<String>, Option<String>, Vec<u8>)>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 async fn receiver(failures: usize) -> Receiver {
-    let calls: Arc<Mutex<Vec<(Option<String>, Option<String>, Vec<u8>)>>> = Arc::default();
+    let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let c = calls.clone();
@@ -230,11 +233,11 @@ async fn progress_is_counted_on_several_documents_and_the_request_document_is_no
     let seen = writes.clone();
     options.command_event_handler =
         Some(mongodb::event::EventHandler::callback(move |e: mongodb::event::command::CommandEvent| {
-            if let mongodb::event::command::CommandEvent::Started(s) = e {
-                if matches!(s.command_name.as_str(), "update" | "findAndModify") {
-                    let collection = s.command.get_str(&s.command_name).unwrap_or_default().to_string();
-                    seen.lock().unwrap().push(collection);
-                }
+            if let mongodb::event::command::CommandEvent::Started(s) = e
+                && matches!(s.command_name.as_str(), "update" | "findAndModify")
+            {
+                let collection = s.command.get_str(&s.command_name).unwrap_or_default().to_string();
+                seen.lock().unwrap().push(collection);
             }
         }));
     let client = mongodb::Client::with_options(options).unwrap();
