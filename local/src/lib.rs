@@ -20,6 +20,11 @@ pub mod samples;
 /// Largest request body the local API accepts: API Gateway's payload limit.
 pub const API_PAYLOAD_LIMIT: usize = 10 * 1024 * 1024;
 
+/// Largest request line plus headers the local API accepts: API Gateway HTTP API's "total combined size of request
+/// line and header values" (10,240 bytes), counted here as the request line plus every header's name and value.
+/// (The HTTP server itself refuses more than 100 headers, or about 400 KiB of them, with an empty `431`.)
+pub const API_HEADER_LIMIT: usize = 10 * 1024;
+
 /// Routes a request to the function API Gateway would invoke for it.
 pub async fn invoke_api(app: &App, req: lambda_http::Request) -> http::Response<lambda_http::Body> {
     let path = req.uri().path().trim_end_matches('/').to_string();
@@ -33,18 +38,58 @@ pub async fn invoke_api(app: &App, req: lambda_http::Request) -> http::Response<
     }
 }
 
+/// The size API Gateway limits: the request line and the headers.
+fn head_size(parts: &http::request::Parts) -> usize {
+    let request_line = parts.method.as_str().len() + parts.uri.to_string().len() + "  HTTP/1.1".len();
+    request_line + parts.headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum::<usize>()
+}
+
+fn payload_too_large() -> axum::response::Response {
+    let e = Error::PayloadTooLarge(format!(
+        "request bodies are limited to {API_PAYLOAD_LIMIT} bytes (use POST /uploads/presign for larger files)"
+    ));
+    error_response(&e).into_response()
+}
+
+/// Reads the whole body, as API Gateway does before invoking a function, but never more than the payload limit:
+/// a declared `Content-Length` over it is refused before any byte is read, a longer body as soon as it passes it.
+/// A body that ends early (connection closed, broken chunked encoding) is refused, never handed on truncated.
+async fn read_body(headers: &http::HeaderMap, body: axum::body::Body) -> Result<Vec<u8>, axum::response::Response> {
+    let declared = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > API_PAYLOAD_LIMIT as u64) {
+        return Err(payload_too_large());
+    }
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| {
+            let e = Error::BadRequest(format!("the request body could not be read completely: {e}"));
+            error_response(&e).into_response()
+        })?;
+        if bytes.len() + chunk.len() > API_PAYLOAD_LIMIT {
+            return Err(payload_too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
 async fn dispatch(State(app): State<App>, req: axum::extract::Request) -> axum::response::Response {
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, API_PAYLOAD_LIMIT).await {
+    if head_size(&parts) > API_HEADER_LIMIT {
+        let body = serde_json::json!({"error": {
+            "code": "headers_too_large",
+            "message": format!("the request line and headers are limited to {API_HEADER_LIMIT} bytes"),
+        }});
+        let mut response = imgpipe_core::api::json_response(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &body);
+        response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        return response.into_response();
+    }
+    let bytes = match read_body(&parts.headers, body).await {
         Ok(b) => b,
-        Err(_) => {
-            let e = Error::PayloadTooLarge(format!(
-                "request bodies are limited to {API_PAYLOAD_LIMIT} bytes (use POST /uploads/presign for larger files)"
-            ));
-            return error_response(&e).into_response();
-        }
+        Err(response) => return response,
     };
-    let request = http::Request::from_parts(parts, lambda_http::Body::from(bytes.to_vec()));
+    let request = http::Request::from_parts(parts, lambda_http::Body::from(bytes));
     let response = invoke_api(&app, request).await;
     let (parts, body) = response.into_parts();
     let body = match body {

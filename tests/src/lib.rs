@@ -290,25 +290,48 @@ pub struct Canned {
     pub body: Vec<u8>,
 }
 
+/// A misbehaving answer of the image server (see [`ImageServer::redirect`], [`ImageServer::stall`], …).
+#[derive(Clone)]
+enum Special {
+    /// `302 Found` to `location`.
+    Redirect { location: String },
+    /// Headers and `prefix` of a body that never ends (with `content_length`, if given, announced), or, without
+    /// headers, no answer at all; released when the server is dropped.
+    Stall { headers: bool, content_length: Option<u64>, prefix: Vec<u8> },
+    /// `body` sent chunked (no `Content-Length`), in 16 KiB pieces.
+    Chunked { content_type: &'static str, body: Vec<u8> },
+}
+
 /// A local HTTP server on 127.0.0.1 serving canned responses by path, counting the requests it receives.
 pub struct ImageServer {
     pub addr: SocketAddr,
     routes: Arc<Mutex<HashMap<String, Canned>>>,
+    specials: Arc<Mutex<HashMap<String, Special>>>,
     hits: Arc<AtomicUsize>,
+    path_hits: Arc<Mutex<HashMap<String, usize>>>,
+    released: tokio::sync::watch::Sender<bool>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl ImageServer {
     pub async fn start() -> Self {
         let routes: Arc<Mutex<HashMap<String, Canned>>> = Arc::default();
+        let specials: Arc<Mutex<HashMap<String, Special>>> = Arc::default();
         let hits = Arc::new(AtomicUsize::new(0));
+        let path_hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let (released, release) = tokio::sync::watch::channel(false);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (r, h) = (routes.clone(), hits.clone());
+        let (r, sp, h, ph) = (routes.clone(), specials.clone(), hits.clone(), path_hits.clone());
         let router = axum::Router::new().fallback(move |uri: http::Uri| {
-            let (r, h) = (r.clone(), h.clone());
+            let (r, sp, h, ph, release) = (r.clone(), sp.clone(), h.clone(), ph.clone(), release.clone());
             async move {
                 h.fetch_add(1, Ordering::SeqCst);
+                *ph.lock().unwrap().entry(uri.path().to_string()).or_default() += 1;
+                let special = sp.lock().unwrap().get(uri.path()).cloned();
+                if let Some(special) = special {
+                    return special_response(special, release).await;
+                }
                 let canned = r.lock().unwrap().get(uri.path()).cloned();
                 match canned {
                     Some(c) => http::Response::builder()
@@ -329,7 +352,7 @@ impl ImageServer {
                 .await
                 .unwrap();
         });
-        Self { addr, routes, hits, stop: Some(stop) }
+        Self { addr, routes, specials, hits, path_hits, released, stop: Some(stop) }
     }
 
     /// Serves `body` at `path` and returns its URL.
@@ -338,6 +361,7 @@ impl ImageServer {
     }
 
     pub fn serve_status(&self, path: &str, status: u16, content_type: &'static str, body: Vec<u8>) -> String {
+        self.specials.lock().unwrap().remove(path);
         self.routes.lock().unwrap().insert(path.to_string(), Canned { status, content_type, body });
         format!("http://{}{path}", self.addr)
     }
@@ -345,10 +369,86 @@ impl ImageServer {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+
+    /// Requests received for `path`.
+    pub fn hits_of(&self, path: &str) -> usize {
+        self.path_hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    fn special(&self, path: &str, special: Special) -> String {
+        self.routes.lock().unwrap().remove(path);
+        self.specials.lock().unwrap().insert(path.to_string(), special);
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Answers `path` with `302 Found` to `location` (a path of this server, or a full URL).
+    pub fn redirect(&self, path: &str, location: &str) -> String {
+        let location =
+            if location.starts_with('/') { format!("http://{}{location}", self.addr) } else { location.to_string() };
+        self.special(path, Special::Redirect { location })
+    }
+
+    /// Accepts requests for `path` and never answers (until the server is dropped).
+    pub fn stall(&self, path: &str) -> String {
+        self.special(path, Special::Stall { headers: false, content_length: None, prefix: Vec::new() })
+    }
+
+    /// Answers `path` with `200`, announces `content_length` bytes, sends `prefix` and then nothing more.
+    pub fn stall_body(&self, path: &str, content_length: u64, prefix: Vec<u8>) -> String {
+        self.special(path, Special::Stall { headers: true, content_length: Some(content_length), prefix })
+    }
+
+    /// Serves `body` at `path` chunked, without `Content-Length` (so a size cap must count while streaming).
+    pub fn serve_chunked(&self, path: &str, content_type: &'static str, body: Vec<u8>) -> String {
+        self.special(path, Special::Chunked { content_type, body })
+    }
+}
+
+async fn special_response(
+    special: Special,
+    mut release: tokio::sync::watch::Receiver<bool>,
+) -> http::Response<axum::body::Body> {
+    match special {
+        Special::Redirect { location } => http::Response::builder()
+            .status(302)
+            .header("location", location)
+            .body(axum::body::Body::from("moved"))
+            .unwrap(),
+        Special::Stall { headers: false, .. } => {
+            let _ = release.wait_for(|r| *r).await;
+            http::Response::builder().status(503).body(axum::body::Body::from("released")).unwrap()
+        }
+        Special::Stall { content_length, prefix, .. } => {
+            let head = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes_of(prefix)) });
+            let tail = futures::stream::once(async move {
+                let _ = release.wait_for(|r| *r).await;
+                Err::<axum::body::Bytes, _>(std::io::Error::other("released"))
+            });
+            let mut response = http::Response::builder().status(200).header("content-type", "image/jpeg");
+            if let Some(n) = content_length {
+                response = response.header("content-length", n);
+            }
+            response.body(axum::body::Body::from_stream(futures::StreamExt::chain(head, tail))).unwrap()
+        }
+        Special::Chunked { content_type, body } => {
+            let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> =
+                body.chunks(16 * 1024).map(|c| Ok(bytes_of(c.to_vec()))).collect();
+            http::Response::builder()
+                .status(200)
+                .header("content-type", content_type)
+                .body(axum::body::Body::from_stream(futures::stream::iter(chunks)))
+                .unwrap()
+        }
+    }
+}
+
+fn bytes_of(v: Vec<u8>) -> axum::body::Bytes {
+    axum::body::Bytes::from(v)
 }
 
 impl Drop for ImageServer {
     fn drop(&mut self) {
+        let _ = self.released.send(true);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

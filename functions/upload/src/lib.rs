@@ -61,6 +61,15 @@ async fn upload(app: &App, req: &Request) -> Result<Accepted, Error> {
     if body.len() > app.config.max_csv_bytes.saturating_add(64 * 1024) {
         return Err(too_large(body.len(), app.config.max_csv_bytes));
     }
+    // API Gateway does not decode request bodies: a compressed CSV would be read as garbage.
+    if let Some(encoding) = req.headers().get(header::CONTENT_ENCODING) {
+        let encoding = encoding.to_str().unwrap_or("?").trim();
+        if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
+            return Err(Error::UnsupportedMediaType(format!(
+                "Content-Encoding `{encoding}` is not accepted: send the CSV uncompressed"
+            )));
+        }
+    }
     let csv = match mime.as_str() {
         "text/csv" | "application/csv" | "text/plain" => Bytes::copy_from_slice(body),
         "multipart/form-data" => multipart_file(content_type, body, app.config.max_csv_bytes).await?,
