@@ -284,3 +284,47 @@ async fn progress_is_counted_on_several_documents_and_the_request_document_is_no
     // At most one `pending → processing` per counter, the finalisation lease and the final status.
     assert!(on("Requests") <= 4 + 2, "{} writes to the Requests document for 10 images", on("Requests"));
 }
+
+/// The exact counts come from one read of each row: while images fail, a recount never sees an image as failed
+/// without also seeing it as settled (two separate sums did, and the status API then reported -1 succeeded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counts_read_while_images_fail_are_consistent() {
+    use imgpipe_core::domain::{ImageJob, ImageUrl, RequestId};
+    use imgpipe_core::ports::ImageResult;
+    let stack = Stack::new("tally_race").await;
+    let rows = 150;
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
+    for r in 1..=rows {
+        csv.push_str(&format!("{r},P{r},http://127.0.0.1:9/{r}.jpg\n"));
+    }
+    let (code, body) = stack.upload("text/csv", csv).await;
+    assert_eq!(code, 202, "{body}");
+    let id = RequestId::parse(body["requestId"].as_str().unwrap()).unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failer = {
+        let (repo, id, done) = (stack.app.repo.clone(), id.clone(), done.clone());
+        tokio::spawn(async move {
+            for r in 1..=rows {
+                let job = ImageJob {
+                    request_id: id.clone(),
+                    serial_number: r,
+                    index: 0,
+                    url: ImageUrl::parse(&format!("http://127.0.0.1:9/{r}.jpg")).unwrap(),
+                    shard: 0,
+                };
+                repo.settle_image(&job, &ImageResult::Failed { reason: "HTTP 404".into() }).await.unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let mut reads = 0;
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        let tally = stack.app.repo.tally(&id).await.unwrap();
+        assert!(tally.failed <= tally.settled, "read {reads}: {tally:?}");
+        reads += 1;
+    }
+    failer.await.unwrap();
+    let tally = stack.app.repo.tally(&id).await.unwrap();
+    assert_eq!((tally.settled, tally.failed), (rows, rows));
+    assert!(reads > 1, "the counts were read while images were failing");
+}

@@ -84,17 +84,6 @@ impl MongoRepository {
     }
 }
 
-impl MongoRepository {
-    async fn sum_rows(&self, id: &RequestId, field: &str) -> Result<i64> {
-        let pipeline = [
-            doc! {"$match": {"requestId": id.as_str()}},
-            doc! {"$group": {"_id": Bson::Null, "total": {"$sum": field}}},
-        ];
-        let mut cursor = self.rows.aggregate(pipeline).await?;
-        Ok(cursor.try_next().await?.map_or(0, |d| as_i64(d.get("total"))))
-    }
-}
-
 /// Whether every failure in `e` is a duplicate-key error (code 11000), i.e. the documents already exist.
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     use mongodb::error::{ErrorKind, WriteFailure};
@@ -268,11 +257,23 @@ impl Repository for MongoRepository {
     }
 
     async fn tally(&self, id: &RequestId) -> Result<Tally> {
-        // One accumulator per `$group`: FerretDB 1.x silently returns 0 for every accumulator after the first
-        // (pinned by a test), so the two sums are two small pipelines over the same index range.
-        let (settled, failed) =
-            futures::try_join!(self.sum_rows(id, "$settledImages"), self.sum_rows(id, "$failedImages"))?;
-        Ok(Tally { settled, failed })
+        // One pipeline, so that both sums come from the same read of each row: summed by two pipelines, an image
+        // failing in between is counted as failed but not as settled (and "succeeded" goes negative). The rows
+        // are grouped by their (settled, failed) pair with a count, and summed here: FerretDB 1.x silently returns 0
+        // for every accumulator after the first (pinned by a test), so the pipeline has one.
+        let pipeline = [
+            doc! {"$match": {"requestId": id.as_str()}},
+            doc! {"$group": {"_id": {"s": "$settledImages", "f": "$failedImages"}, "n": {"$sum": 1}}},
+        ];
+        let groups: Vec<Document> = self.rows.aggregate(pipeline).await?.try_collect().await?;
+        let mut tally = Tally::default();
+        for group in groups {
+            let key = group.get_document("_id").map_err(|e| Error::Corrupt(format!("tally group: {e}")))?;
+            let n = as_i64(group.get("n"));
+            tally.settled += as_i64(key.get("s")) * n;
+            tally.failed += as_i64(key.get("f")) * n;
+        }
+        Ok(tally)
     }
 
     async fn claim_finalisation(&self, id: &RequestId, now: DateTime, lease: std::time::Duration) -> Result<bool> {
