@@ -7,7 +7,7 @@ SHELL := /bin/bash
 WITH_STACK := set -a && source .stack/env && set +a &&
 comma := ,
 
-.PHONY: help stack stop test demo local bench-ingest bench-pipeline capacity build fmt lint
+.PHONY: help stack stop test demo local bench-ingest bench-pipeline bench-codec capacity build fmt lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ capacity: stack ## measure MongoDB ops per image (bench-hotspot), then the capac
 	$(WITH_STACK) set -a && source scripts/local.env && set +a && \
 	  RUST_LOG=warn cargo run --locked -q -p imgpipe-local -- bench-hotspot $(if $(SHORT),300 20 16,2000 80 1$(comma)16) .bench/hotspot.json
 	python3 scripts/capacity.py --hotspot .bench/hotspot.json $(if $(SHORT),--short,)
+
+bench-codec: ## compress a 1-24 MP photo corpus with imgpipe and Pillow side by side: MP/s, bytes, SSIMULACRA2, RSS
+	bash scripts/bench/codec.sh
 
 build: ## build the functions for Lambda with sam + cargo lambda (ARCH=arm64 default; ARCH=x86_64 here)
 	PATH="$(CURDIR)/.stack/deploy-venv/bin:$$PATH" sam build --parameter-overrides Architecture=$(or $(ARCH),arm64)

@@ -130,6 +130,7 @@ PY
 
 build() {
   mkdir -p "$CHECK_DIR"
+  bash scripts/stack/nasm.sh # libjpeg-turbo's x86-64 SIMD (mozjpeg-sys); without it the C fallback is built
   if ! sam build --parameter-overrides Architecture=x86_64 >"$CHECK_DIR/sam-build.log" 2>&1; then
     tail -n 60 "$CHECK_DIR/sam-build.log" >&2
     die "sam build (log: $CHECK_DIR/sam-build.log)"

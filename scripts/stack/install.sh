@@ -139,6 +139,12 @@ install_ferretdb() {
   printf '%s' "$build_id" >"$stamp"
 }
 
+# ---------------------------------------------------------------- nasm
+# Not part of the stack: the x86-64 SIMD code of libjpeg-turbo (mozjpeg-sys, the JPEG codec) is assembled with it.
+install_nasm() {
+  bash "$STACK_ROOT/scripts/stack/nasm.sh"
+}
+
 timed() {
   local t0=$SECONDS
   "$@"
@@ -149,4 +155,5 @@ start_ts=$SECONDS
 timed install_venv
 timed install_elasticmq
 timed install_ferretdb
+timed install_nasm
 log "install done in $((SECONDS - start_ts)) s"

@@ -1,0 +1,87 @@
+"""The Pillow side of the codec benchmark (run by `imgpipe-bench codec` when Pillow is importable).
+
+Does what imgpipe's compress does, the usual Pillow way: open from bytes, apply the EXIF orientation
+(ImageOps.exif_transpose, only when the orientation is not 1), flatten alpha onto white, reduce 16-bit grey to 8 bits,
+convert CMYK and palettes to RGB, save a JPEG at the given quality (Pillow's defaults: 4:2:0, standard tables, no
+Huffman optimisation, no metadata). Times the whole of that per file, single-threaded, best of --repeat runs, writes
+each output next to the others for the quality score, and prints JSON on stdout.
+
+usage: pillow_ref.py --quality 50 --repeat 3 --out DIR FILE...
+       pillow_ref.py --rss --quality 50 --out - FILE   (one compress; prints this process's peak RSS, VmHWM, in KiB)
+"""
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+
+import PIL
+from PIL import Image, ImageOps, features
+
+
+def compress(data, quality):
+    im = Image.open(io.BytesIO(data))
+    if im.getexif().get(0x0112, 1) != 1:
+        im = ImageOps.exif_transpose(im)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        im = Image.new("RGB", rgba.size, (255, 255, 255))
+        im.paste(rgba, mask=rgba.getchannel("A"))
+    elif im.mode.startswith("I"):
+        im = im.point(lambda v: v * (1 / 257)).convert("L")
+    elif im.mode not in ("RGB", "L"):
+        im = im.convert("RGB")
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--quality", type=int, default=50)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--out", required=True)
+    p.add_argument("--rss", action="store_true")
+    p.add_argument("files", nargs="+")
+    a = p.parse_args()
+    if a.rss:
+        with open(a.files[0], "rb") as f:
+            compress(f.read(), a.quality)
+        # VmHWM, not getrusage's ru_maxrss: that one keeps the high-water mark of the parent it was forked from.
+        with open("/proc/self/status") as f:
+            print(next(line.split()[1] for line in f if line.startswith("VmHWM:")))
+        return
+    os.makedirs(a.out, exist_ok=True)
+    results = []
+    for path in a.files:
+        with open(path, "rb") as f:
+            data = f.read()
+        best, jpeg, error = None, b"", None
+        try:
+            for _ in range(a.repeat):
+                t0 = time.perf_counter()
+                jpeg = compress(data, a.quality)
+                elapsed = time.perf_counter() - t0
+                best = elapsed if best is None else min(best, elapsed)
+        except Exception as e:  # noqa: BLE001 - reported per file
+            error = f"{type(e).__name__}: {e}"
+        output = os.path.join(a.out, os.path.basename(path) + ".pillow.jpg")
+        if error is None:
+            with open(output, "wb") as f:
+                f.write(jpeg)
+        results.append({"file": path, "seconds": best, "bytes": len(jpeg), "output": output, "error": error})
+    json.dump(
+        {
+            "pillow": PIL.__version__,
+            "libjpeg_turbo": features.version("libjpeg_turbo"),
+            "python": sys.version.split()[0],
+            "results": results,
+        },
+        sys.stdout,
+    )
+
+
+if __name__ == "__main__":
+    main()
