@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
-use imgpipe_core::compress::{CompressLimits, compress};
+use imgpipe_core::compress::{CompressError, CompressLimits, Compressed, compress, compress_decoding_fully};
 use serde::Deserialize;
 
 /// The worker's defaults (IMGPIPE_MAX_PIXELS, IMGPIPE_MAX_DIMENSION).
@@ -95,6 +95,8 @@ struct Row {
     megapixels: f64,
     ours: Result<Side, String>,
     pillow: Option<Result<Side, String>>,
+    /// JPEG input through the pixel path (decode, re-encode) instead of the DCT-domain one.
+    pixel_path: Option<Result<Side, String>>,
 }
 
 fn codec(corpus: &Path, short: bool, quality: u8, repeat: usize, python: &str) {
@@ -129,11 +131,16 @@ fn codec(corpus: &Path, short: bool, quality: u8, repeat: usize, python: &str) {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let reference = reference_pixels(&input);
         let megapixels = reference.as_ref().map(|r| f64::from(r.width()) * f64::from(r.height()) / 1e6).unwrap_or(0.0);
-        let ours = time_ours(&input, quality, repeat).map(|(seconds, jpeg)| Side {
-            seconds,
-            bytes: jpeg.len(),
-            score: reference.as_ref().ok().and_then(|r| score(r, &jpeg)),
-        });
+        let side = |f: fn(&[u8], u8, CompressLimits) -> Result<Compressed, CompressError>| {
+            time_ours(&input, quality, repeat, f).map(|(seconds, jpeg)| Side {
+                seconds,
+                bytes: jpeg.len(),
+                score: reference.as_ref().ok().and_then(|r| score(r, &jpeg)),
+            })
+        };
+        let ours = side(compress);
+        let jpeg_input = image::guess_format(&input).ok() == Some(image::ImageFormat::Jpeg);
+        let pixel_path = jpeg_input.then(|| side(compress_decoding_fully));
         let pillow = pillow.as_ref().map(|run| {
             let r = &run.results[i];
             match (&r.error, r.seconds) {
@@ -147,10 +154,11 @@ fn codec(corpus: &Path, short: bool, quality: u8, repeat: usize, python: &str) {
                 (error, _) => Err(error.clone().unwrap_or_else(|| "no result".into())),
             }
         });
-        let jpeg_input = image::guess_format(&input).ok() == Some(image::ImageFormat::Jpeg);
-        rows.push(Row { name, jpeg_input, megapixels, ours, pillow });
+        rows.push(Row { name, jpeg_input, megapixels, ours, pillow, pixel_path });
     }
     print!("{}", table(&rows, pillow.is_some()));
+    println!();
+    print!("{}", pixel_path_table(&rows));
 
     println!();
     println!("Peak RSS (VmHWM) of one compress in a fresh process, input bytes held as the worker holds them:");
@@ -205,7 +213,12 @@ fn run_pillow(python: &str, files: &[PathBuf], quality: u8, repeat: usize, corpu
     Some(run)
 }
 
-fn time_ours(input: &[u8], quality: u8, repeat: usize) -> Result<(f64, Vec<u8>), String> {
+fn time_ours(
+    input: &[u8],
+    quality: u8,
+    repeat: usize,
+    compress: fn(&[u8], u8, CompressLimits) -> Result<Compressed, CompressError>,
+) -> Result<(f64, Vec<u8>), String> {
     let mut best = f64::INFINITY;
     let mut jpeg = Vec::new();
     for _ in 0..repeat.max(1) {
@@ -403,6 +416,63 @@ fn table(rows: &[Row], with_pillow: bool) -> String {
          SSIM2: SSIMULACRA2 against the oriented, flattened source on the central {SCORE_WINDOW}×{SCORE_WINDOW} window \
          (Δscore > 0: imgpipe better). Totals: MP/s and bytes over the files both sides compressed; scores are means."
     );
+    s
+}
+
+/// JPEG input: what `compress` does (the DCT-domain path where it applies) against decoding to pixels and
+/// re-encoding, each as a ratio to Pillow.
+fn pixel_path_table(rows: &[Row]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "JPEG input: compress (DCT domain when 4:2:0 or grey and upright) vs the pixel path (decode + encode)"
+    );
+    let _ = writeln!(
+        s,
+        "{:<34} | {:>7} {:>7} {:>6} | {:>7} {:>7} {:>6}",
+        "image", "MP/s", "speed", "SSIM2", "MP/s", "speed", "SSIM2"
+    );
+    let _ = writeln!(s, "{:<34} | {:^22} | {:^22}", "", "compress (vs Pillow)", "pixel path (vs Pillow)");
+    let (mut mp, mut fast, mut full, mut pillow) = (0.0, 0.0, 0.0, 0.0);
+    for row in rows {
+        let (Ok(o), Some(Ok(f))) = (&row.ours, &row.pixel_path) else { continue };
+        let p = match &row.pillow {
+            Some(Ok(p)) => Some(p.seconds),
+            _ => None,
+        };
+        let ratio = |t: f64| p.map_or("-".to_string(), |p| format!("{:.2}×", p / t));
+        let sc = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        let _ = writeln!(
+            s,
+            "{:<34} | {:>7.1} {:>7} {:>6} | {:>7.1} {:>7} {:>6}",
+            truncate(&row.name, 34),
+            row.megapixels / o.seconds,
+            ratio(o.seconds),
+            sc(o.score),
+            row.megapixels / f.seconds,
+            ratio(f.seconds),
+            sc(f.score)
+        );
+        if let Some(p) = p {
+            mp += row.megapixels;
+            fast += o.seconds;
+            full += f.seconds;
+            pillow += p;
+        }
+    }
+    if mp > 0.0 {
+        let _ = writeln!(
+            s,
+            "{:<34} | {:>7.1} {:>6.2}× {:>6} | {:>7.1} {:>6.2}× {:>6}",
+            "total",
+            mp / fast,
+            pillow / fast,
+            "",
+            mp / full,
+            pillow / full,
+            ""
+        );
+    }
     s
 }
 

@@ -4,9 +4,11 @@
 //!    JSON, text, PDF, HEIC…) so that the recorded failure reason says what the URL really served.
 //! 2. Only the header is read before the limits are checked: an image over the side or pixel limit is refused
 //!    without allocating its pixels, and the decoder gets an allocation budget derived from the checked size.
-//! 3. JPEG input is decoded by libjpeg-turbo (inside `mozjpeg-sys`, with its SIMD code) row by row, straight into
-//!    the encoder when no EXIF rotation is needed (no full-size buffer at all), else into one buffer read back in
-//!    the oriented order. CMYK/YCCK JPEGs, and streams libjpeg refuses, go the `image` crate's way.
+//! 3. JPEG input goes through libjpeg-turbo (inside `mozjpeg-sys`, with its SIMD code). A 4:2:0 colour or a grey JPEG
+//!    that needs no EXIF rotation (most photos) never leaves the DCT domain: its quantised coefficients are brought
+//!    to the target quality's tables and entropy-coded again (`libjpeg::transcode`). Other JPEGs are decoded row by
+//!    row, straight into the encoder when no rotation is needed (no full-size buffer), else into one buffer read
+//!    back in the oriented order. CMYK/YCCK JPEGs, and streams libjpeg refuses, go the `image` crate's way.
 //! 4. Other formats are decoded by the `image` crate into one buffer, and the encoder is fed from it 16 rows at a
 //!    time, oriented, with alpha flattened onto white and 16-bit and float samples reduced to 8 bits: no second
 //!    full-size image is allocated, whatever the colour type or orientation.
@@ -69,6 +71,22 @@ const ROWS: usize = 16;
 /// Decodes `input` (format detected from its bytes), applies EXIF orientation, flattens transparency onto white,
 /// and encodes a baseline JPEG at `quality` (clamped to 1–100) with no metadata.
 pub fn compress(input: &[u8], quality: u8, limits: CompressLimits) -> Result<Compressed, CompressError> {
+    compress_with(input, quality, limits, true)
+}
+
+/// [`compress`] without the DCT-domain path for JPEG input (every JPEG is decoded to pixels and re-encoded): what
+/// the codec benchmark compares the DCT-domain path with.
+#[doc(hidden)]
+pub fn compress_decoding_fully(input: &[u8], quality: u8, limits: CompressLimits) -> Result<Compressed, CompressError> {
+    compress_with(input, quality, limits, false)
+}
+
+fn compress_with(
+    input: &[u8],
+    quality: u8,
+    limits: CompressLimits,
+    transcode: bool,
+) -> Result<Compressed, CompressError> {
     let options = EncodeOptions { quality: quality.clamp(1, 100), optimize_coding: OPTIMIZE_CODING };
     let reader =
         ImageReader::new(Cursor::new(input)).with_guessed_format().map_err(|e| CompressError::Decode(e.to_string()))?;
@@ -79,7 +97,7 @@ pub fn compress(input: &[u8], quality: u8, limits: CompressLimits) -> Result<Com
         return Err(CompressError::Unsupported(format!("{format:?}").to_uppercase()));
     }
     if format == ImageFormat::Jpeg
-        && let Some(result) = compress_jpeg(input, options, limits)
+        && let Some(result) = compress_jpeg(input, options, limits, transcode)
     {
         return result;
     }
@@ -123,6 +141,7 @@ fn compress_jpeg(
     input: &[u8],
     options: EncodeOptions,
     limits: CompressLimits,
+    transcode: bool,
 ) -> Option<Result<Compressed, CompressError>> {
     let mut decoder = libjpeg::Decoder::new(input).ok()?;
     let (width, height) = decoder.dimensions();
@@ -140,6 +159,19 @@ fn compress_jpeg(
     // A progressive JPEG keeps all its coefficients (2 bytes each; up to twice the decoded size at 4:4:4).
     let budget = decoded.saturating_mul(2).saturating_add(DECODER_SCRATCH);
     decoder.set_memory_limit(budget);
+    let too_large = || CompressError::TooLarge { width, height, limit: format!("{budget} bytes of decoding memory") };
+
+    if transcode && orientation == Orientation::NoTransforms && decoder.transcodable() {
+        match libjpeg::transcode(decoder, options, input.len() / 2) {
+            Ok(jpeg) => return Some(Ok(Compressed { jpeg, width, height, source_format: ImageFormat::Jpeg })),
+            Err(e) if e.out_of_memory => return Some(Err(too_large())),
+            // Whatever the DCT-domain path could not do, the pixel path may.
+            Err(_) => {
+                decoder = libjpeg::Decoder::new(input).ok()?;
+                decoder.set_memory_limit(budget);
+            }
+        }
+    }
 
     let (out_width, out_height) = oriented_dimensions(width, height, orientation);
     let result = (|| {
@@ -566,6 +598,61 @@ mod tests {
                 let close = p.0.iter().zip(q.0).all(|(&a, b)| a.abs_diff(b) <= 24);
                 assert!(close, "orientation {exif} at {x},{y}: {p:?} vs {q:?}");
             }
+        }
+    }
+
+    /// A 4:2:0 JPEG goes through the DCT domain; its output looks like the pixel path's, with the same tables.
+    #[test]
+    fn dct_domain_path_matches_the_pixel_path() {
+        let source = RgbImage::from_fn(203, 117, |x, y| {
+            image::Rgb([(x * 255 / 203) as u8, (y * 255 / 117) as u8, ((x * y) % 256) as u8])
+        });
+        for (grey, quality) in [(false, 92), (true, 90), (false, 30)] {
+            let options = EncodeOptions { quality, optimize_coding: false };
+            let input = if grey {
+                let luma = DynamicImage::ImageRgb8(source.clone()).to_luma8();
+                encode_image(&DynamicImage::ImageLuma8(luma), Orientation::NoTransforms, options, 0).unwrap()
+            } else {
+                encode_image(&DynamicImage::ImageRgb8(source.clone()), Orientation::NoTransforms, options, 0).unwrap()
+            };
+            let fast = compress(&input, 50, LIMITS).unwrap();
+            let full = compress_decoding_fully(&input, 50, LIMITS).unwrap();
+            assert_ne!(fast.jpeg, full.jpeg, "grey {grey}: the DCT-domain path was not taken");
+            assert_eq!((fast.width, fast.height), (203, 117));
+            let reference = image::load_from_memory(&input).unwrap().to_rgb8();
+            let error = |jpeg: &[u8]| {
+                let out = image::load_from_memory(jpeg).unwrap().to_rgb8();
+                let sum: f64 =
+                    out.as_raw().iter().zip(reference.as_raw()).map(|(&p, &q)| f64::from(p.abs_diff(q))).sum();
+                sum / out.as_raw().len() as f64
+            };
+            let (fast_error, full_error) = (error(&fast.jpeg), error(&full.jpeg));
+            assert!(
+                fast_error <= full_error * 1.1 + 0.2,
+                "grey {grey}, source q{quality}: mean error {fast_error} (DCT domain) vs {full_error} (pixels)"
+            );
+            // Same DQT segment (standard tables at q50) and a baseline frame.
+            let dqt = |jpeg: &[u8]| jpeg.windows(2).position(|w| w == [0xff, 0xdb]).map(|i| jpeg[i..i + 69].to_vec());
+            assert_eq!(dqt(&fast.jpeg), dqt(&full.jpeg));
+            assert!(fast.jpeg.windows(2).any(|w| w == [0xff, 0xc0]));
+        }
+    }
+
+    /// Truncated and corrupted 4:2:0 JPEGs (the DCT-domain path's input): an error or an image, never a panic.
+    #[test]
+    fn dct_domain_path_survives_corruption() {
+        let source = RgbImage::from_fn(96, 64, |x, y| image::Rgb([(x * 2) as u8, (y * 4) as u8, ((x ^ y) * 3) as u8]));
+        let options = EncodeOptions { quality: 90, optimize_coding: false };
+        let input = encode_image(&DynamicImage::ImageRgb8(source), Orientation::NoTransforms, options, 0).unwrap();
+        for len in (0..input.len()).step_by(7) {
+            let _ = compress(&input[..len], 50, LIMITS);
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for position in (2..input.len()).step_by(5) {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let mut corrupt = input.clone();
+            corrupt[position] ^= (seed >> 56) as u8 | 1;
+            let _ = compress(&corrupt, 50, LIMITS);
         }
     }
 

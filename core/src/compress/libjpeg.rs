@@ -221,6 +221,26 @@ impl<'a> Decoder<'a> {
         })
     }
 
+    /// Whether [`transcode`] applies: 8-bit YCbCr at 4:2:0 (what cameras and phones write, and what the encoder
+    /// writes), or grey.
+    pub fn transcodable(&self) -> bool {
+        let sampling: Vec<(c_int, c_int)> =
+            self.components().iter().map(|c| (c.h_samp_factor, c.v_samp_factor)).collect();
+        match self.cinfo.jpeg_color_space {
+            J_COLOR_SPACE::JCS_YCbCr => sampling == [(2, 2), (1, 1), (1, 1)],
+            J_COLOR_SPACE::JCS_GRAYSCALE => sampling.len() == 1,
+            _ => false,
+        }
+    }
+
+    fn components(&self) -> &[ffi::jpeg_component_info] {
+        if self.cinfo.comp_info.is_null() {
+            return &[];
+        }
+        // SAFETY: read_header allocated `num_components` entries.
+        unsafe { std::slice::from_raw_parts(self.cinfo.comp_info, self.cinfo.num_components as usize) }
+    }
+
     /// Reads to the end of the image (after the last row), so that trailing corruption shows up as warnings.
     pub fn finish(&mut self) -> Result<(), Error> {
         let cinfo = &mut *self.cinfo;
@@ -292,7 +312,8 @@ pub(super) struct Encoder {
 }
 
 impl Encoder {
-    pub fn new(width: u32, height: u32, grey: bool, options: EncodeOptions, capacity: usize) -> Result<Self, Error> {
+    /// A compressor writing into a `Vec`, not configured yet.
+    fn create(capacity: usize, row_bytes: usize) -> Result<Self, Error> {
         let mut encoder = Encoder {
             // SAFETY: as in Decoder::new.
             cinfo: Box::new(unsafe { mem::zeroed() }),
@@ -308,7 +329,7 @@ impl Encoder {
                 out: Vec::with_capacity(capacity),
                 buffer: vec![0; 64 << 10].into_boxed_slice(),
             }),
-            row_bytes: width as usize * if grey { 1 } else { 3 },
+            row_bytes,
         };
         encoder.cinfo.common.err = &raw mut *encoder._err;
         let dest = &raw mut encoder.dest.manager;
@@ -316,6 +337,14 @@ impl Encoder {
         guard(|| unsafe {
             ffi::jpeg_create_compress(cinfo);
             cinfo.dest = dest;
+        })?;
+        Ok(encoder)
+    }
+
+    pub fn new(width: u32, height: u32, grey: bool, options: EncodeOptions, capacity: usize) -> Result<Self, Error> {
+        let mut encoder = Self::create(capacity, width as usize * if grey { 1 } else { 3 })?;
+        let cinfo = &mut *encoder.cinfo;
+        guard(|| unsafe {
             cinfo.image_width = width;
             cinfo.image_height = height;
             (cinfo.in_color_space, cinfo.input_components) =
@@ -369,4 +398,68 @@ impl Drop for Encoder {
         let cinfo = &mut *self.cinfo;
         let _ = guard(|| unsafe { ffi::jpeg_destroy_compress(cinfo) });
     }
+}
+
+/// JPEG to JPEG without leaving the DCT domain: the quantised coefficients are read (entropy decoding only), each is
+/// brought from the source's quantiser to the standard table of `options.quality` (c·q_src/q_dst, rounded), and
+/// written with the same sampling (entropy coding only). No IDCT, colour conversion, chroma upsampling and
+/// re-subsampling, or FDCT: several times faster than decoding and re-encoding, and the chroma is not blurred by an
+/// upsample/downsample round trip. The output is the same kind of file as the encoder's (baseline, standard tables,
+/// JFIF, no other metadata). The caller checks [`Decoder::transcodable`] and that no rotation is needed.
+pub(super) fn transcode(mut decoder: Decoder<'_>, options: EncodeOptions, capacity: usize) -> Result<Vec<u8>, Error> {
+    let src = &mut *decoder.cinfo;
+    let coefficients = guard(|| unsafe { ffi::jpeg_read_coefficients(src) })?;
+    if coefficients.is_null() {
+        return Err(Error { message: "no coefficients".into(), out_of_memory: false });
+    }
+    decoder.started = true;
+    let mut encoder = Encoder::create(capacity, 0)?;
+    let src = &mut *decoder.cinfo;
+    let dst = &mut *encoder.cinfo;
+    guard(|| unsafe {
+        ffi::jpeg_c_set_int_param(
+            dst,
+            ffi::J_INT_PARAM::JINT_COMPRESS_PROFILE,
+            JINT_COMPRESS_PROFILE_VALUE::JCP_FASTEST as c_int,
+        );
+        // Sizes, colour space, sampling and the source's tables; then the standard tables of the target quality.
+        ffi::jpeg_copy_critical_parameters(src, dst);
+        ffi::jpeg_set_quality(dst, c_int::from(options.quality.clamp(1, 100)), 1);
+        dst.optimize_coding = ffi::boolean::from(options.optimize_coding);
+        let components = std::slice::from_raw_parts_mut(dst.comp_info, dst.num_components as usize);
+        for (index, component) in components.iter_mut().enumerate() {
+            component.quant_tbl_no = if index == 0 { 0 } else { 1 };
+        }
+        let sources = std::slice::from_raw_parts(src.comp_info, src.num_components as usize);
+        for (index, (source, target)) in sources.iter().zip(components.iter()).enumerate() {
+            let old = if source.quant_table.is_null() {
+                &*src.quant_tbl_ptrs[source.quant_tbl_no as usize]
+            } else {
+                &*source.quant_table
+            };
+            let new = &*dst.quant_tbl_ptrs[target.quant_tbl_no as usize];
+            let ratio: [f32; 64] = std::array::from_fn(|k| f32::from(old.quantval[k]) / f32::from(new.quantval[k]));
+            // The arrays cover whole MCUs: blocks rounded up to the sampling factors.
+            let round_up = |n: u32, m: c_int| n.div_ceil(m as u32) * m as u32;
+            let width = round_up(source.width_in_blocks, source.h_samp_factor) as usize;
+            let height = round_up(source.height_in_blocks, source.v_samp_factor);
+            let access = (*src.common.mem).access_virt_barray.expect("libjpeg memory manager");
+            for row in 0..height {
+                let rows = access(&mut src.common, *coefficients.add(index), row, 1, 1);
+                let blocks = std::slice::from_raw_parts_mut(*rows, width);
+                for block in blocks {
+                    for (c, r) in block.iter_mut().zip(&ratio) {
+                        if *c != 0 {
+                            *c = (f32::from(*c) * r).round() as i16;
+                        }
+                    }
+                }
+            }
+        }
+        ffi::jpeg_write_coefficients(dst, coefficients);
+        ffi::jpeg_finish_compress(dst);
+        ffi::jpeg_finish_decompress(src);
+    })?;
+    decoder.started = false;
+    Ok(mem::take(&mut encoder.dest.out))
 }
