@@ -24,7 +24,7 @@ export IMGPIPE_LOCAL_ADDR="127.0.0.1:$port" IMGPIPE_LOCAL_WORKERS=0 \
   IMGPIPE_API_BASE_URL="http://127.0.0.1:$port" RUST_LOG=warn
 cargo build --locked -q -p imgpipe-local
 mkdir -p .stack/logs
-target/debug/imgpipe-local serve >.stack/logs/contract-runner.log 2>&1 &
+"${CARGO_TARGET_DIR:-target}"/debug/imgpipe-local serve >.stack/logs/contract-runner.log 2>&1 &
 runner=$!
 trap 'kill $runner 2>/dev/null || true; wait $runner 2>/dev/null || true' EXIT
 for _ in $(seq 150); do

@@ -17,7 +17,7 @@ trap cleanup EXIT
 
 echo "== building and starting the local runner (API $api, worker loops on SQS)"
 cargo build --locked -q -p imgpipe-local -p imgpipe-cli
-target/debug/imgpipe-local samples .stack/demo-images >/dev/null
+"${CARGO_TARGET_DIR:-target}"/debug/imgpipe-local samples .stack/demo-images >/dev/null
 python3 -m http.server "$images_port" --bind 127.0.0.1 --directory .stack/demo-images >/dev/null 2>&1 &
 images_pid=$!
 bash scripts/local.sh start
@@ -25,10 +25,10 @@ for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$images_port/hat-
 
 echo "== imgpipe submit samples/products.csv --wait (the CLI client: upload, progress, output CSV)"
 rm -rf "$out"; mkdir -p "$out"
-target/debug/imgpipe --api-url "$api" submit samples/products.csv --wait --interval-ms 300 --timeout-secs 120 \
+"${CARGO_TARGET_DIR:-target}"/debug/imgpipe --api-url "$api" submit samples/products.csv --wait --interval-ms 300 --timeout-secs 120 \
   --out "$out/output.csv" | tee "$out/submit.log"
 id="$(head -n 1 "$out/submit.log")"
-target/debug/imgpipe --api-url "$api" status "$id"
+"${CARGO_TARGET_DIR:-target}"/debug/imgpipe --api-url "$api" status "$id"
 full="$(curl -fsS "$api/requests/$id")"
 echo "$full" | python3 -m json.tool >"$out/status.json"
 echo "== output CSV ($out/output.csv)"

@@ -9,7 +9,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 pidfile=.stack/pids/local.pid
 log=.stack/logs/local.log
-bin=target/debug/imgpipe-local
+bin="${CARGO_TARGET_DIR:-target}"/debug/imgpipe-local
 
 running() { [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null && grep -q imgpipe-local "/proc/$(cat "$pidfile")/cmdline" 2>/dev/null; }
 
