@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
-use imgpipe_core::compress::{CompressError, CompressLimits, Compressed, compress, compress_decoding_fully};
+use imgpipe_core::compress::{CompressError, CompressLimits, Compressed, compress, compress_in_dct_domain};
 use serde::Deserialize;
 
 /// The worker's defaults (IMGPIPE_MAX_PIXELS, IMGPIPE_MAX_DIMENSION).
@@ -95,8 +95,8 @@ struct Row {
     megapixels: f64,
     ours: Result<Side, String>,
     pillow: Option<Result<Side, String>>,
-    /// JPEG input through the pixel path (decode, re-encode) instead of the DCT-domain one.
-    pixel_path: Option<Result<Side, String>>,
+    /// JPEG input requantised in the DCT domain (where that applies) instead of decoded and re-encoded.
+    dct_domain: Option<Result<Side, String>>,
 }
 
 fn codec(corpus: &Path, short: bool, quality: u8, repeat: usize, python: &str) {
@@ -140,7 +140,7 @@ fn codec(corpus: &Path, short: bool, quality: u8, repeat: usize, python: &str) {
         };
         let ours = side(compress);
         let jpeg_input = image::guess_format(&input).ok() == Some(image::ImageFormat::Jpeg);
-        let pixel_path = jpeg_input.then(|| side(compress_decoding_fully));
+        let dct_domain = jpeg_input.then(|| side(compress_in_dct_domain));
         let pillow = pillow.as_ref().map(|run| {
             let r = &run.results[i];
             match (&r.error, r.seconds) {
@@ -154,11 +154,11 @@ fn codec(corpus: &Path, short: bool, quality: u8, repeat: usize, python: &str) {
                 (error, _) => Err(error.clone().unwrap_or_else(|| "no result".into())),
             }
         });
-        rows.push(Row { name, jpeg_input, megapixels, ours, pillow, pixel_path });
+        rows.push(Row { name, jpeg_input, megapixels, ours, pillow, dct_domain });
     }
     print!("{}", table(&rows, pillow.is_some()));
     println!();
-    print!("{}", pixel_path_table(&rows));
+    print!("{}", dct_domain_table(&rows));
 
     println!();
     println!("Peak RSS (VmHWM) of one compress in a fresh process, input bytes held as the worker holds them:");
@@ -419,23 +419,23 @@ fn table(rows: &[Row], with_pillow: bool) -> String {
     s
 }
 
-/// JPEG input: what `compress` does (the DCT-domain path where it applies) against decoding to pixels and
-/// re-encoding, each as a ratio to Pillow.
-fn pixel_path_table(rows: &[Row]) -> String {
+/// JPEG input: what `compress` does (decode to pixels, re-encode) against requantising in the DCT domain where that
+/// applies (4:2:0 or grey, upright; the other files take the pixel path in both columns), each as a ratio to Pillow.
+fn dct_domain_table(rows: &[Row]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "JPEG input: compress (DCT domain when 4:2:0 or grey and upright) vs the pixel path (decode + encode)"
+        "JPEG input: compress (pixels: decode + encode) vs requantising in the DCT domain (4:2:0 or grey, upright)"
     );
     let _ = writeln!(
         s,
         "{:<34} | {:>7} {:>7} {:>6} | {:>7} {:>7} {:>6}",
         "image", "MP/s", "speed", "SSIM2", "MP/s", "speed", "SSIM2"
     );
-    let _ = writeln!(s, "{:<34} | {:^22} | {:^22}", "", "compress (vs Pillow)", "pixel path (vs Pillow)");
+    let _ = writeln!(s, "{:<34} | {:^22} | {:^22}", "", "compress (vs Pillow)", "DCT domain (vs Pillow)");
     let (mut mp, mut fast, mut full, mut pillow) = (0.0, 0.0, 0.0, 0.0);
     for row in rows {
-        let (Ok(o), Some(Ok(f))) = (&row.ours, &row.pixel_path) else { continue };
+        let (Ok(o), Some(Ok(f))) = (&row.ours, &row.dct_domain) else { continue };
         let p = match &row.pillow {
             Some(Ok(p)) => Some(p.seconds),
             _ => None,

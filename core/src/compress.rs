@@ -4,11 +4,11 @@
 //!    JSON, text, PDF, HEIC…) so that the recorded failure reason says what the URL really served.
 //! 2. Only the header is read before the limits are checked: an image over the side or pixel limit is refused
 //!    without allocating its pixels, and the decoder gets an allocation budget derived from the checked size.
-//! 3. JPEG input goes through libjpeg-turbo (inside `mozjpeg-sys`, with its SIMD code). A 4:2:0 colour or a grey JPEG
-//!    that needs no EXIF rotation (most photos) never leaves the DCT domain: its quantised coefficients are brought
-//!    to the target quality's tables and entropy-coded again (`libjpeg::transcode`). Other JPEGs are decoded row by
-//!    row, straight into the encoder when no rotation is needed (no full-size buffer), else into one buffer read
-//!    back in the oriented order. CMYK/YCCK JPEGs, and streams libjpeg refuses, go the `image` crate's way.
+//! 3. JPEG input is decoded by libjpeg-turbo (inside `mozjpeg-sys`, with its SIMD code) row by row, straight into
+//!    the encoder when no EXIF rotation is needed (no full-size buffer at all), else into one buffer read back in
+//!    the oriented order. CMYK/YCCK JPEGs, and streams libjpeg refuses, go the `image` crate's way. (Requantising
+//!    in the DCT domain, `compress_in_dct_domain`, was measured and is slower: it holds every coefficient of the
+//!    image, where the pixel path streams 16 rows through the cache.)
 //! 4. Other formats are decoded by the `image` crate into one buffer, and the encoder is fed from it 16 rows at a
 //!    time, oriented, with alpha flattened onto white and 16-bit and float samples reduced to 8 bits: no second
 //!    full-size image is allocated, whatever the colour type or orientation.
@@ -71,14 +71,15 @@ const ROWS: usize = 16;
 /// Decodes `input` (format detected from its bytes), applies EXIF orientation, flattens transparency onto white,
 /// and encodes a baseline JPEG at `quality` (clamped to 1–100) with no metadata.
 pub fn compress(input: &[u8], quality: u8, limits: CompressLimits) -> Result<Compressed, CompressError> {
-    compress_with(input, quality, limits, true)
+    compress_with(input, quality, limits, false)
 }
 
-/// [`compress`] without the DCT-domain path for JPEG input (every JPEG is decoded to pixels and re-encoded): what
-/// the codec benchmark compares the DCT-domain path with.
+/// [`compress`], but a 4:2:0 or grey JPEG needing no rotation is requantised in the DCT domain
+/// (`libjpeg::transcode`) instead of being decoded to pixels and re-encoded. Not used by the worker: the codec
+/// benchmark measured it slower than the streaming pixel path (README, "Codec benchmark"), and keeps measuring it.
 #[doc(hidden)]
-pub fn compress_decoding_fully(input: &[u8], quality: u8, limits: CompressLimits) -> Result<Compressed, CompressError> {
-    compress_with(input, quality, limits, false)
+pub fn compress_in_dct_domain(input: &[u8], quality: u8, limits: CompressLimits) -> Result<Compressed, CompressError> {
+    compress_with(input, quality, limits, true)
 }
 
 fn compress_with(
@@ -316,18 +317,35 @@ fn write_oriented<S: Copy, const C: usize, const N: usize>(
     let mut rows = vec![0u8; row_bytes * ROWS];
     for y0 in (0..out_h).step_by(ROWS) {
         let count = ROWS.min((out_h - y0) as usize);
-        for (dy, out_row) in rows[..row_bytes * count].chunks_exact_mut(row_bytes).enumerate() {
-            let y = y0 + dy as u32;
-            let start = index(source_position(orientation, w, h, 0, y));
-            let step = if out_w > 1 { index(source_position(orientation, w, h, 1, y)) - start } else { 0 };
-            if step == 1 {
-                for (out, pixel) in out_row.chunks_exact_mut(N).zip(samples[start as usize * C..].chunks_exact(C)) {
-                    out.copy_from_slice(&convert(pixel));
+        let start = |dy: usize| index(source_position(orientation, w, h, 0, y0 + dy as u32));
+        let step = if out_w > 1 { index(source_position(orientation, w, h, 1, y0)) - start(0) } else { 1 };
+        if step.abs() == 1 {
+            // Oriented rows are source rows (possibly mirrored): read each sequentially.
+            for (dy, out_row) in rows[..row_bytes * count].chunks_exact_mut(row_bytes).enumerate() {
+                let start = start(dy);
+                if step == 1 {
+                    let source = &samples[start as usize * C..];
+                    for (out, pixel) in out_row.chunks_exact_mut(N).zip(source.chunks_exact(C)) {
+                        out.copy_from_slice(&convert(pixel));
+                    }
+                } else {
+                    for (x, out) in out_row.chunks_exact_mut(N).enumerate() {
+                        let i = (start - x as isize) as usize * C;
+                        out.copy_from_slice(&convert(&samples[i..i + C]));
+                    }
                 }
-            } else {
-                for (x, out) in out_row.chunks_exact_mut(N).enumerate() {
-                    let i = (start + x as isize * step) as usize * C;
-                    out.copy_from_slice(&convert(&samples[i..i + C]));
+            }
+        } else {
+            // Oriented rows are source columns (a rotation by 90°): the 16 rows of the chunk are 16 neighbouring
+            // pixels of each source row, so walk the source rows once, in order, filling a column of the chunk from
+            // each (reading one column per output row would touch every source row, and page, 16 times).
+            let starts: [isize; ROWS] = std::array::from_fn(|dy| if dy < count { start(dy) } else { 0 });
+            for x in 0..out_w as usize {
+                let offset = x as isize * step;
+                for (dy, &first) in starts[..count].iter().enumerate() {
+                    let i = (first + offset) as usize * C;
+                    let at = dy * row_bytes + x * N;
+                    rows[at..at + N].copy_from_slice(&convert(&samples[i..i + C]));
                 }
             }
         }
@@ -615,8 +633,8 @@ mod tests {
             } else {
                 encode_image(&DynamicImage::ImageRgb8(source.clone()), Orientation::NoTransforms, options, 0).unwrap()
             };
-            let fast = compress(&input, 50, LIMITS).unwrap();
-            let full = compress_decoding_fully(&input, 50, LIMITS).unwrap();
+            let fast = compress_in_dct_domain(&input, 50, LIMITS).unwrap();
+            let full = compress(&input, 50, LIMITS).unwrap();
             assert_ne!(fast.jpeg, full.jpeg, "grey {grey}: the DCT-domain path was not taken");
             assert_eq!((fast.width, fast.height), (203, 117));
             let reference = image::load_from_memory(&input).unwrap().to_rgb8();
@@ -645,14 +663,14 @@ mod tests {
         let options = EncodeOptions { quality: 90, optimize_coding: false };
         let input = encode_image(&DynamicImage::ImageRgb8(source), Orientation::NoTransforms, options, 0).unwrap();
         for len in (0..input.len()).step_by(7) {
-            let _ = compress(&input[..len], 50, LIMITS);
+            let _ = compress_in_dct_domain(&input[..len], 50, LIMITS);
         }
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         for position in (2..input.len()).step_by(5) {
             seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             let mut corrupt = input.clone();
             corrupt[position] ^= (seed >> 56) as u8 | 1;
-            let _ = compress(&corrupt, 50, LIMITS);
+            let _ = compress_in_dct_domain(&corrupt, 50, LIMITS);
         }
     }
 
