@@ -131,14 +131,18 @@ def model(a, hot, images_per_day):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hotspot", default=".bench/hotspot.json", help="JSON written by imgpipe-local bench-hotspot")
-    p.add_argument("--mp-per-s", type=float, default=100.0, help="compress speed, megapixels/s on one core")
+    p.add_argument(
+        "--mp-per-s", type=float, default=120.0, help="compress speed, MP/s on one core (make bench-codec, all JPEG)"
+    )
     p.add_argument("--megapixels", type=float, default=12.0, help="average input image size")
-    p.add_argument("--output-kb", type=float, default=900.0, help="average compressed output size")
+    p.add_argument(
+        "--output-kb", type=float, default=900.0, help="average output size (12 MP corpus photos: 450-1,090 KB)"
+    )
     p.add_argument("--fetch-ms", type=float, default=150.0, help="average time to fetch one input image")
     p.add_argument("--store-ms", type=float, default=40.0, help="average S3 PUT time of one output")
     p.add_argument("--mongo-ms", type=float, default=4.0, help="one MongoDB operation in-region (not measurable here)")
     p.add_argument("--invoke-overhead-ms", type=float, default=20.0)
-    p.add_argument("--memory-mb", type=int, default=1024, help="worker MemorySize (template.yaml)")
+    p.add_argument("--memory-mb", type=int, default=1769, help="worker MemorySize (template.yaml)")
     p.add_argument("--arch", choices=["arm64", "x86_64"], default="arm64")
     p.add_argument("--batch", type=int, default=10, help="WorkerBatchSize")
     p.add_argument("--in-flight", type=int, default=4, help="images compressed at once per invocation")
