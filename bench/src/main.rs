@@ -305,35 +305,22 @@ fn table(rows: &[Row], with_pillow: bool) -> String {
     let fmt_score = |s: Option<f64>| s.map_or("-".to_string(), |v| format!("{v:.1}"));
     for row in rows {
         let _ = write!(s, "{:<34} {:>6.2} |", truncate(&row.name, 34), row.megapixels);
-        match &row.ours {
-            Ok(o) => {
-                let _ = write!(
+        // One side's cells: speed, size and score, or its error.
+        let side = |s: &mut String, side: &Result<Side, String>| {
+            let _ = match side {
+                Ok(x) => write!(
                     s,
                     " {:>7.1} {:>8.1} {:>6} |",
-                    row.megapixels / o.seconds,
-                    o.bytes as f64 / 1e3,
-                    fmt_score(o.score)
-                );
-            }
-            Err(e) => {
-                let _ = write!(s, " {:<24} |", truncate(&format!("error: {e}"), 24));
-            }
-        }
+                    row.megapixels / x.seconds,
+                    x.bytes as f64 / 1e3,
+                    fmt_score(x.score)
+                ),
+                Err(e) => write!(s, " {:<24} |", truncate(&format!("error: {e}"), 24)),
+            };
+        };
+        side(&mut s, &row.ours);
         if let Some(pillow) = &row.pillow {
-            match pillow {
-                Ok(p) => {
-                    let _ = write!(
-                        s,
-                        " {:>7.1} {:>8.1} {:>6} |",
-                        row.megapixels / p.seconds,
-                        p.bytes as f64 / 1e3,
-                        fmt_score(p.score)
-                    );
-                }
-                Err(e) => {
-                    let _ = write!(s, " {:<24} |", truncate(&format!("error: {e}"), 24));
-                }
-            }
+            side(&mut s, pillow);
             if let (Ok(o), Ok(p)) = (&row.ours, pillow) {
                 let delta = match (o.score, p.score) {
                     (Some(a), Some(b)) => format!("{:+.1}", a - b),
