@@ -55,6 +55,12 @@ def load_hotspot(path):
     return max(runs, key=lambda r: r["shards"]), runs
 
 
+def worker_ops_per_image(hot):
+    """MongoDB operations of the worker per image: bench-hotspot's (after the output is stored) + the read of the
+    row before fetching, which bench-hotspot does not make."""
+    return hot["mongoOpsPerImage"] + 1
+
+
 def model(a, hot, images_per_day):
     images_per_s = images_per_day / 86_400
     peak_per_s = images_per_s * a.peak
@@ -62,7 +68,7 @@ def model(a, hot, images_per_day):
     # Worker: a batch of 10 images, 4 at a time. CPU-bound part: decode + encode at `mp_per_s` per vCPU.
     cpu_s_per_image = a.megapixels / a.mp_per_s
     batch_cpu_s = a.batch * cpu_s_per_image / min(vcpu, a.in_flight)
-    ops_per_image = hot["mongoOpsPerImage"] + 1  # + the worker's read of the row before fetching
+    ops_per_image = worker_ops_per_image(hot)
     db_ms = ops_per_image * a.mongo_ms
     batch_wait_s = math.ceil(a.batch / a.in_flight) * (a.fetch_ms + a.store_ms + db_ms) / 1e3
     batch_s = max(batch_cpu_s, batch_wait_s) + a.invoke_overhead_ms / 1e3
@@ -167,7 +173,7 @@ def main():
             f"{r['recordMsP50']:.0f} ms (the stand-in serialises every write: its latency is not AWS's)"
         )
     print(
-        f"Per image: {hot['mongoWritesPerImage']:.2f} MongoDB writes + {hot['mongoOpsPerImage'] - hot['mongoWritesPerImage'] + 1:.2f} reads; "
+        f"Per image: {hot['mongoWritesPerImage']:.2f} MongoDB writes + {worker_ops_per_image(hot) - hot['mongoWritesPerImage']:.2f} reads; "
         f"1 S3 PUT; {3 / a.batch:.1f} SQS requests; {a.megapixels} MP at {a.mp_per_s} MP/s per core"
     )
     print(

@@ -529,12 +529,5 @@ fn rss(file: &Path, quality: u8) {
 }
 
 fn vm_hwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    imgpipe_core::telemetry::peak_rss_kib().unwrap_or(0)
 }

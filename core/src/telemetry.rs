@@ -14,3 +14,11 @@ pub fn init() {
         .with_ansi(false)
         .try_init();
 }
+
+/// This process's peak resident memory (`VmHWM` of `/proc/self/status`), in KiB; `None` where `/proc` is not
+/// available. The benchmarks report it.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    value.trim().trim_end_matches("kB").trim().parse().ok()
+}

@@ -25,13 +25,15 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Per (collection, command): latencies of the successful calls, and failures.
 #[derive(Default)]
 struct Ops {
-    started: HashMap<i32, (String, String, bool)>,
+    started: HashMap<i32, (String, String)>,
     done: BTreeMap<(String, String), Vec<Duration>>,
     failed: usize,
-    /// Writes whose filter named the request's `Requests` document.
-    request_doc_writes: usize,
     /// Writes per document, the document named by its filter (collection, requestId, serialNumber or shard).
     doc_writes: HashMap<String, usize>,
+}
+
+fn is_write(command: &str) -> bool {
+    matches!(command, "update" | "findAndModify" | "insert" | "delete")
 }
 
 /// The document a write's filter names: collection, `requestId`, and `serialNumber` or `shard` if present.
@@ -51,17 +53,13 @@ fn observe(ops: &Mutex<Ops>, event: CommandEvent) {
         CommandEvent::Started(e) => {
             let name = e.command_name.clone();
             let collection = e.command.get_str(&name).unwrap_or_default().to_string();
-            let write = matches!(name.as_str(), "update" | "findAndModify" | "insert" | "delete");
             if let Some(doc) = target(&collection, &e.command, &name) {
                 *ops.doc_writes.entry(doc).or_default() += 1;
             }
-            ops.started.insert(e.request_id, (collection, name, write));
+            ops.started.insert(e.request_id, (collection, name));
         }
         CommandEvent::Succeeded(e) => {
-            if let Some((collection, name, write)) = ops.started.remove(&e.request_id) {
-                if write && collection == imgpipe_core::model::REQUESTS {
-                    ops.request_doc_writes += 1;
-                }
+            if let Some((collection, name)) = ops.started.remove(&e.request_id) {
                 ops.done.entry((collection, name)).or_default().push(e.duration);
             }
         }
@@ -201,10 +199,12 @@ async fn run_one(
     latencies.sort();
     let ops = ops.lock().unwrap();
     let total: usize = ops.done.values().map(Vec::len).sum();
-    let writes: usize = ops
+    let writes: usize = ops.done.iter().filter(|((_, name), _)| is_write(name)).map(|(_, v)| v.len()).sum();
+    // Writes to the request's `Requests` document: the collection holds only this request.
+    let request_doc_writes: usize = ops
         .done
         .iter()
-        .filter(|((_, name), _)| matches!(name.as_str(), "update" | "findAndModify" | "insert" | "delete"))
+        .filter(|((collection, name), _)| collection == imgpipe_core::model::REQUESTS && is_write(name))
         .map(|(_, v)| v.len())
         .sum();
     println!(
@@ -240,8 +240,8 @@ async fn run_one(
     println!(
         "writes to the request's `Requests` document: {} for {images} images ({:.3} per image); busiest document: \
          {busiest_collection}, {busiest_writes} writes ({:.3} per image)",
-        ops.request_doc_writes,
-        ops.request_doc_writes as f64 / images as f64,
+        request_doc_writes,
+        request_doc_writes as f64 / images as f64,
         busiest_writes as f64 / images as f64
     );
     Ok(serde_json::json!({
@@ -255,7 +255,7 @@ async fn run_one(
         "recordMsP99": percentile(&latencies, 0.99),
         "mongoOpsPerImage": total as f64 / images as f64,
         "mongoWritesPerImage": writes as f64 / images as f64,
-        "requestDocumentWrites": ops.request_doc_writes,
+        "requestDocumentWrites": request_doc_writes,
         "busiestDocument": busiest_collection,
         "busiestDocumentWritesPerImage": busiest_writes as f64 / images as f64,
         "ops": rows_json,

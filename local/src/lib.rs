@@ -197,14 +197,6 @@ pub async fn run_worker(app: App, sqs: aws_sdk_sqs::Client, mut shutdown: watch:
     batches
 }
 
-/// This process's peak resident memory (`VmHWM`), in MiB; `None` where `/proc` is not available.
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 /// The queue name: the last segment of its URL.
 pub fn queue_name(queue_url: &str) -> &str {
     queue_url.trim_end_matches('/').rsplit('/').next().unwrap_or(queue_url)

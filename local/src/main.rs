@@ -117,7 +117,7 @@ async fn bench_ingest(mut config: Config, rows: usize, urls: usize) -> Result<()
         bytes as f64 / 1e6,
         elapsed.as_secs_f64(),
         (rows * urls) as f64 / elapsed.as_secs_f64(),
-        imgpipe_local::peak_rss_mib().map_or("unknown".into(), |m| format!("{m:.0} MiB")),
+        imgpipe_core::telemetry::peak_rss_kib().map_or("unknown".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0)),
     );
     Ok(())
 }
