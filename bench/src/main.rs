@@ -14,8 +14,11 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
-use imgpipe_core::compress::{CompressError, CompressLimits, Compressed, compress, compress_in_dct_domain};
+use imgpipe_core::compress::{CompressError, CompressLimits, Compressed, compress};
 use serde::Deserialize;
+
+mod dct_domain;
+use dct_domain::compress_in_dct_domain;
 
 /// The worker's defaults (IMGPIPE_MAX_PIXELS, IMGPIPE_MAX_DIMENSION).
 const LIMITS: CompressLimits = CompressLimits { max_pixels: 50_000_000, max_dimension: 20_000 };

@@ -1,0 +1,61 @@
+//! Every format but most JPEGs, decoded by the `image` crate into one buffer (with an allocation budget derived
+//! from the checked header), then encoded from it (`pixels`).
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
+
+use super::encode::EncodeOptions;
+use super::sniff::declared_dimensions;
+use super::{CompressError, CompressLimits, Compressed, DECODER_SCRATCH, check_dimensions, orient, pixels};
+
+pub(super) fn compress(
+    input: &[u8],
+    format: ImageFormat,
+    options: EncodeOptions,
+    limits: CompressLimits,
+) -> Result<Compressed, CompressError> {
+    let reader = ImageReader::with_format(Cursor::new(input), format);
+    let mut decoder = match reader.into_decoder() {
+        Ok(decoder) => decoder,
+        // Some decoders refuse large headers themselves (BMP over 65535 px, a WebP canvas over u32::MAX pixels):
+        // report those as too large too.
+        Err(e) => {
+            return Err(match declared_dimensions(format, input) {
+                Some((width, height)) => check_dimensions(width, height, limits).err(),
+                None => None,
+            }
+            .unwrap_or_else(|| from_image_error(e, None)));
+        }
+    };
+    let (width, height) = decoder.dimensions();
+    check_dimensions(width, height, limits)?;
+
+    // The pixel check bounds the decoded size; the decoder may use about as much again (CMYK TIFF strips, the
+    // first GIF frame, …), and those that honour `max_alloc` refuse a frame or buffer declared larger than that.
+    let budget = decoder.total_bytes().saturating_mul(2).saturating_add(input.len() as u64 + DECODER_SCRATCH);
+    let mut decode_limits = Limits::default();
+    decode_limits.max_image_width = Some(limits.max_dimension);
+    decode_limits.max_image_height = Some(limits.max_dimension);
+    decode_limits.max_alloc = Some(budget);
+    let too_large = Some((width, height, budget));
+    decoder.set_limits(decode_limits).map_err(|e| from_image_error(e, too_large))?;
+    let orientation = orient::of_decoder(&mut decoder, format);
+    let image = DynamicImage::from_decoder(decoder).map_err(|e| from_image_error(e, too_large))?;
+
+    let (width, height) = orient::oriented_dimensions(image.width(), image.height(), orientation);
+    let jpeg = pixels::encode_image(&image, orientation, options, input.len() / 2)
+        .map_err(|e| CompressError::Encode(e.message))?;
+    Ok(Compressed { jpeg, width, height, source_format: format })
+}
+
+/// `too_large`: the image's size and the decoder's allocation budget, once known.
+fn from_image_error(e: ImageError, too_large: Option<(u32, u32, u64)>) -> CompressError {
+    match (e, too_large) {
+        (ImageError::Limits(_), Some((width, height, budget))) => {
+            CompressError::TooLarge { width, height, limit: format!("{budget} bytes of decoding memory") }
+        }
+        (ImageError::Unsupported(e), _) => CompressError::Unsupported(e.to_string()),
+        (e, _) => CompressError::Decode(e.to_string()),
+    }
+}
