@@ -533,6 +533,24 @@ fn jpeg_progressive() {
     check_quadrants(&input, ImageFormat::Jpeg, QUADRANT_COLOURS);
 }
 
+/// A progressive JPEG whose last scan is repeated 600 times: refused by libjpeg's scan limit with its reason, not
+/// handed to the `image` crate (whose decoder would make every pass).
+#[test]
+fn jpeg_with_too_many_scans_is_refused() {
+    let input = fixture("jpeg_progressive.jpg");
+    let scans: Vec<usize> = input.windows(2).enumerate().filter(|(_, w)| *w == [0xff, 0xda]).map(|(i, _)| i).collect();
+    let eoi = input.len() - 2;
+    assert!(scans.len() > 2 && input[eoi..] == [0xff, 0xd9], "a progressive fixture ending in EOI");
+    let last = &input[*scans.last().unwrap()..eoi];
+    let bomb = [&input[..eoi], &last.repeat(600), &input[eoi..]].concat();
+    match compress(&bomb, QUALITY, LIMITS) {
+        Err(CompressError::Decode(message)) => {
+            assert!(message.contains("more than 500 progressive scans"), "{message}")
+        }
+        other => panic!("expected the scan limit, got {other:?}"),
+    }
+}
+
 #[test]
 fn jpeg_cmyk_with_adobe_marker() {
     let input = fixture("jpeg_cmyk_adobe.jpg");
