@@ -5,13 +5,16 @@
 //!    without allocating its pixels, and the decoder gets a memory budget derived from the checked size.
 //! 3. Two decoding backends: `libjpeg` (libjpeg-turbo, for JPEG input; it says which JPEGs it leaves to the other
 //!    backend, and counts its fallbacks) and `image_crate` (every other format, into one buffer).
-//! 4. `orient` applies the EXIF orientation while rows are written, and `pixels` converts whatever the decoder
+//! 4. `colour` converts pixels stored in another colour space (ICC profile, PNG cICP or gAMA+cHRM) to sRGB, on
+//!    the decoded rows or buffer: what comes out is plain sRGB.
+//! 5. `orient` applies the EXIF orientation while rows are written, and `pixels` converts whatever the decoder
 //!    produced (alpha, 16-bit, float) to the 8-bit grey or RGB rows `encode` takes: no second full-size image.
-//! 5. `encode`: libjpeg-turbo with its standard settings (baseline, standard quantisation tables scaled by the
+//! 6. `encode`: libjpeg-turbo with its standard settings (baseline, standard quantisation tables scaled by the
 //!    quality, 4:2:0 chroma subsampling, JFIF header) and no other metadata (no EXIF, ICC, XMP or comment is copied
 //!    from the input). The choices were made with `make bench-codec` (README, "Codec benchmark"); `jpeglib` holds
 //!    the error handling both libjpeg wrappers share.
 
+mod colour;
 mod encode;
 mod image_crate;
 pub mod jpeglib;

@@ -1,10 +1,12 @@
 //! Every format but most JPEGs, decoded by the `image` crate into one buffer (with an allocation budget derived
-//! from the checked header), then encoded from it (`pixels`).
+//! from the checked header), converted to sRGB in place when its profile says it is in another space (`colour`),
+//! then encoded from it (`pixels`).
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
+use image::{ColorType, DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
 
+use super::colour::{self, Described, Model};
 use super::encode::EncodeOptions;
 use super::sniff::declared_dimensions;
 use super::{CompressError, CompressLimits, Compressed, DECODER_SCRATCH, check_dimensions, orient, pixels};
@@ -15,7 +17,14 @@ pub(super) fn compress(
     options: EncodeOptions,
     limits: CompressLimits,
 ) -> Result<Compressed, CompressError> {
-    let reader = ImageReader::with_format(Cursor::new(input), format);
+    let mut reader = ImageReader::with_format(Cursor::new(input), format);
+    if format == ImageFormat::Png {
+        // The png crate inflates the iCCP (and text) chunks while reading the header, before the budget below is
+        // set: bound them now. (Over it, png drops the profile, and `describe_png` logs that.)
+        let mut header_limits = Limits::default();
+        header_limits.max_alloc = Some(colour::MAX_PROFILE_BYTES as u64 + DECODER_SCRATCH);
+        reader.limits(header_limits);
+    }
     let mut decoder = match reader.into_decoder() {
         Ok(decoder) => decoder,
         // Some decoders refuse large headers themselves (BMP over 65535 px, a WebP canvas over u32::MAX pixels):
@@ -30,10 +39,19 @@ pub(super) fn compress(
     };
     let (width, height) = decoder.dimensions();
     check_dimensions(width, height, limits)?;
+    let icc = decoder.icc_profile().ok().flatten();
+    let described = match format {
+        ImageFormat::Png => colour::describe_png(input, icc.as_deref()),
+        _ => icc.as_deref().map_or(Described::Nothing, Described::Icc),
+    };
+    let grey = matches!(decoder.color_type(), ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16);
+    let conversion = colour::to_srgb(described, if grey { Model::Grey } else { Model::Rgb });
 
     // The pixel check bounds the decoded size; the decoder may use about as much again (CMYK TIFF strips, the
     // first GIF frame, …), and those that honour `max_alloc` refuse a frame or buffer declared larger than that.
-    let budget = decoder.total_bytes().saturating_mul(2).saturating_add(input.len() as u64 + DECODER_SCRATCH);
+    // The profile is held alongside.
+    let held = input.len() as u64 + DECODER_SCRATCH + icc.as_ref().map_or(0, |p| p.len() as u64);
+    let budget = decoder.total_bytes().saturating_mul(2).saturating_add(held);
     let mut decode_limits = Limits::default();
     decode_limits.max_image_width = Some(limits.max_dimension);
     decode_limits.max_image_height = Some(limits.max_dimension);
@@ -41,7 +59,10 @@ pub(super) fn compress(
     let too_large = Some((width, height, budget));
     decoder.set_limits(decode_limits).map_err(|e| from_image_error(e, too_large))?;
     let orientation = orient::of_decoder(&mut decoder, format);
-    let image = DynamicImage::from_decoder(decoder).map_err(|e| from_image_error(e, too_large))?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| from_image_error(e, too_large))?;
+    if let Some(conversion) = &conversion {
+        conversion.convert_image(&mut image);
+    }
 
     let (width, height) = orient::oriented_dimensions(image.width(), image.height(), orientation);
     let jpeg = pixels::encode_image(&image, orientation, options, input.len() / 2)

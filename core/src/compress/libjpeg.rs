@@ -1,9 +1,12 @@
 //! JPEG input through libjpeg-turbo: decoded row by row, straight into the encoder when no EXIF rotation is needed
 //! (no full-size buffer at all), else into one buffer read back in the oriented order.
 //!
+//! Rows are converted to sRGB on the way when the JPEG's ICC profile (APP2) says they are in another space
+//! (`colour`); CMYK and YCCK JPEGs with a profile are decoded to CMYK and converted through it.
+//!
 //! What the `image` crate decodes instead, and why:
-//! - CMYK, YCCK and unusual component counts, chosen from the header ([`Colour::Other`]): the `image` crate
-//!   knows the Adobe conventions. A route, not an error.
+//! - CMYK and YCCK without a profile, and unusual component counts, chosen from the header: the `image` crate's
+//!   default CMYK conversion (it knows the Adobe conventions). A route, not an error.
 //! - Valid JPEG features this build of libjpeg does not decode ([`ErrorKind::Unsupported`]: arithmetic coding,
 //!   12-bit samples, lossless or hierarchical frames): a **fallback**, logged with libjpeg's reason
 //!   (`tracing::warn!`) and counted ([`fallbacks`]), so that an operator sees how often it happens.
@@ -18,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use image::ImageFormat;
 use image::metadata::Orientation;
 
+use super::colour::{self, Described, Model, RowColour};
 use super::encode::{EncodeOptions, Encoder};
 use super::jpeglib::{Error, ErrorKind};
 use super::orient::{self, ROWS, oriented_dimensions, write_oriented};
@@ -83,11 +87,18 @@ fn try_compress(input: &[u8], options: EncodeOptions, limits: CompressLimits) ->
     if colour == Colour::Other {
         return Ok(None);
     }
+    let icc = decoder.icc_profile();
+    let Some(mut row_colour) = row_colour(&decoder, colour, &icc) else {
+        return Ok(None); // CMYK without a usable profile: the image crate's default conversion
+    };
+    let icc_bytes = icc.as_ref().map_or(0, |p| p.as_ref().map_or(0, Vec::len)) as u64;
     let orientation = orient::from_exif(decoder.exif());
     let channels: usize = if colour == Colour::Grey { 1 } else { 3 };
     let decoded = u64::from(width) * u64::from(height) * channels as u64;
-    // A progressive JPEG keeps all its coefficients (2 bytes each; up to twice the decoded size at 4:4:4).
-    let budget = decoded.saturating_mul(2).saturating_add(DECODER_SCRATCH);
+    // A progressive JPEG keeps all its coefficients (2 bytes each; up to twice the decoded size at 4:4:4, and a
+    // third time for CMYK's fourth component); the profile is held alongside.
+    let coefficients = if colour == Colour::Cmyk { 3 } else { 2 };
+    let budget = decoded.saturating_mul(coefficients).saturating_add(DECODER_SCRATCH + icc_bytes);
     decoder.set_memory_limit(budget);
     let failed = |e: Error| Failure::Decode(e, Some((width, height, budget)));
 
@@ -102,7 +113,7 @@ fn try_compress(input: &[u8], options: EncodeOptions, limits: CompressLimits) ->
         for y in (0..height as usize).step_by(ROWS) {
             let rows = &mut rows[..row_bytes * ROWS.min(height as usize - y)];
             decoder.read_rows(rows).map_err(failed)?;
-            encoder.write_rows(rows).map_err(Failure::Encode)?;
+            encoder.write_rows(row_colour.apply(rows)).map_err(Failure::Encode)?;
         }
         decoder.finish().map_err(failed)?;
         encoder.finish().map_err(Failure::Encode)?
@@ -112,7 +123,22 @@ fn try_compress(input: &[u8], options: EncodeOptions, limits: CompressLimits) ->
             failed(Error { message: format!("cannot allocate {decoded} bytes"), kind: ErrorKind::OutOfMemory })
         })?;
         pixels.resize(decoded as usize, 0);
-        decoder.read_rows(&mut pixels).map_err(failed)?;
+        if colour == Colour::Cmyk {
+            // CMYK rows are 4 bytes a pixel: converted to RGB a chunk at a time into the image buffer.
+            let row_bytes = decoder.row_bytes();
+            let mut chunk = vec![0u8; row_bytes * ROWS];
+            let mut filled = 0;
+            for y in (0..height as usize).step_by(ROWS) {
+                let rows = &mut chunk[..row_bytes * ROWS.min(height as usize - y)];
+                decoder.read_rows(rows).map_err(failed)?;
+                let rgb = row_colour.apply(rows);
+                pixels[filled..filled + rgb.len()].copy_from_slice(rgb);
+                filled += rgb.len();
+            }
+        } else {
+            decoder.read_rows(&mut pixels).map_err(failed)?;
+            row_colour.apply(&mut pixels);
+        }
         decoder.finish().map_err(failed)?;
         drop(decoder);
         let size = (width, height);
@@ -124,4 +150,35 @@ fn try_compress(input: &[u8], options: EncodeOptions, limits: CompressLimits) ->
         .map_err(Failure::Encode)?
     };
     Ok(Some(Compressed { jpeg, width: out_width, height: out_height, source_format: ImageFormat::Jpeg }))
+}
+
+/// What to do to the decoded rows for them to be sRGB; `None` for a CMYK JPEG without a usable profile.
+fn row_colour(decoder: &Decoder<'_>, colour: Colour, icc: &Result<Option<Vec<u8>>, String>) -> Option<RowColour> {
+    let described = match icc {
+        Ok(Some(profile)) => Described::Icc(profile),
+        Ok(None) => Described::Nothing,
+        Err(reason) => Described::Unreadable(reason.clone()),
+    };
+    let model = match colour {
+        Colour::Grey => Model::Grey,
+        Colour::Cmyk => Model::Cmyk,
+        _ => Model::Rgb,
+    };
+    let built = match (colour::to_srgb(described, model), colour) {
+        (None, Colour::Cmyk) => return None,
+        (None, _) => return Some(RowColour::AsIs),
+        (Some(c), Colour::Cmyk) => c.cmyk_converter().map(|executor| RowColour::Cmyk {
+            executor,
+            inverted: decoder.inverted_cmyk(),
+            rgb: Vec::new(),
+        }),
+        (Some(c), _) => c.rows_8(false).map(RowColour::Convert),
+    };
+    match built {
+        Ok(row_colour) => Some(row_colour),
+        Err(reason) => {
+            colour::ignored(reason);
+            (colour != Colour::Cmyk).then_some(RowColour::AsIs)
+        }
+    }
 }

@@ -10,11 +10,18 @@ use mozjpeg_sys::{J_COLOR_SPACE, jpeg_common_struct, jpeg_decompress_struct, jpe
 
 use crate::compress::jpeglib::{Error, error_manager, exit_with, guard};
 
+unsafe extern "C" {
+    /// The C library's `free`, for the profile `jpeg_read_icc_profile` allocates with `malloc`.
+    fn free(pointer: *mut std::ffi::c_void);
+}
+
 /// A progressive JPEG with more scans than this is refused: each scan is a pass over the whole coefficient buffer,
 /// so a few kilobytes of crafted scans could otherwise keep a worker busy for minutes. (Encoders write about ten.)
 const MAX_SCANS: c_int = 500;
 
 const APP1: c_int = 0xe1;
+const APP2: c_int = 0xe2;
+const APP14: c_int = 0xee;
 
 unsafe extern "C-unwind" fn limit_scans(cinfo: &mut jpeg_common_struct) {
     if cinfo.is_decompressor != 0 {
@@ -31,7 +38,10 @@ unsafe extern "C-unwind" fn limit_scans(cinfo: &mut jpeg_common_struct) {
 pub(in crate::compress) enum Colour {
     Grey,
     Rgb,
-    /// CMYK, YCCK or an unusual component count: left to the `image` crate, which knows the Adobe conventions.
+    /// CMYK or YCCK (which libjpeg decodes to CMYK): decoded here when an ICC profile says what the inks look
+    /// like, else left to the `image` crate's default conversion.
+    Cmyk,
+    /// An unusual component count: left to the `image` crate.
     Other,
 }
 
@@ -63,6 +73,8 @@ impl<'a> Decoder<'a> {
         guard(|| unsafe {
             ffi::jpeg_mem_src(cinfo, input.as_ptr(), input.len() as c_ulong);
             ffi::jpeg_save_markers(cinfo, APP1, 0xffff);
+            ffi::jpeg_save_markers(cinfo, APP2, 0xffff);
+            ffi::jpeg_save_markers(cinfo, APP14, 12);
             // require_image = TRUE: a tables-only stream is an error.
             ffi::jpeg_read_header(cinfo, 1);
         })?;
@@ -77,25 +89,55 @@ impl<'a> Decoder<'a> {
         match self.cinfo.jpeg_color_space {
             J_COLOR_SPACE::JCS_GRAYSCALE => Colour::Grey,
             J_COLOR_SPACE::JCS_YCbCr | J_COLOR_SPACE::JCS_RGB => Colour::Rgb,
+            J_COLOR_SPACE::JCS_CMYK | J_COLOR_SPACE::JCS_YCCK => Colour::Cmyk,
             _ => Colour::Other,
         }
     }
 
-    /// The TIFF structure of the first `Exif\0\0` APP1 segment.
-    pub fn exif(&self) -> Option<&[u8]> {
+    /// The saved segments of one kind (APP1, APP2, APP14), in file order.
+    fn segments(&self, kind: c_int) -> impl Iterator<Item = &[u8]> {
         let mut marker = self.cinfo.marker_list;
-        while !marker.is_null() {
-            // SAFETY: the saved-marker list lives in libjpeg's image pool until the decoder is destroyed.
-            let m = unsafe { &*marker };
-            if c_int::from(m.marker) == APP1 && !m.data.is_null() {
-                let data = unsafe { std::slice::from_raw_parts(m.data, m.data_length as usize) };
-                if let Some(tiff) = data.strip_prefix(b"Exif\0\0") {
-                    return Some(tiff);
+        std::iter::from_fn(move || {
+            while !marker.is_null() {
+                // SAFETY: the saved-marker list lives in libjpeg's image pool until the decoder is destroyed.
+                let m = unsafe { &*marker };
+                marker = m.next;
+                if c_int::from(m.marker) == kind && !m.data.is_null() {
+                    return Some(unsafe { std::slice::from_raw_parts(m.data, m.data_length as usize) });
                 }
             }
-            marker = m.next;
+            None
+        })
+    }
+
+    /// The TIFF structure of the first `Exif\0\0` APP1 segment.
+    pub fn exif(&self) -> Option<&[u8]> {
+        self.segments(APP1).find_map(|data| data.strip_prefix(b"Exif\0\0"))
+    }
+
+    /// The ICC profile of the APP2 `ICC_PROFILE` segments, reassembled in their numbered order by libjpeg
+    /// (`jpeg_read_icc_profile`, which refuses a missing, repeated or misnumbered segment); `Err` says why a
+    /// profile that is there cannot be used.
+    pub fn icc_profile(&mut self) -> Result<Option<Vec<u8>>, String> {
+        if !self.segments(APP2).any(|data| data.starts_with(b"ICC_PROFILE\0")) {
+            return Ok(None);
         }
-        None
+        let (mut data, mut len) = (std::ptr::null_mut::<u8>(), 0);
+        let cinfo = &mut *self.cinfo;
+        let found = guard(|| unsafe { ffi::jpeg_read_icc_profile(cinfo, &mut data, &mut len) }).unwrap_or(0);
+        if found == 0 || data.is_null() {
+            return Err("the APP2 ICC_PROFILE segments are inconsistent (missing, repeated or misnumbered)".into());
+        }
+        // SAFETY: libjpeg allocated `len` bytes with malloc and hands them over.
+        let profile = unsafe { std::slice::from_raw_parts(data, len as usize) }.to_vec();
+        unsafe { free(data.cast()) };
+        Ok(Some(profile))
+    }
+
+    /// Whether CMYK samples are stored inverted (255 = no ink), as Adobe's APP14 marker says (Photoshop's
+    /// convention, which other writers follow).
+    pub fn inverted_cmyk(&self) -> bool {
+        self.segments(APP14).any(|data| data.starts_with(b"Adobe"))
     }
 
     /// Caps libjpeg's own allocations (progressive coefficient buffers, row buffers); over it, decoding fails with
@@ -105,10 +147,13 @@ impl<'a> Decoder<'a> {
         unsafe { (*self.cinfo.common.mem).max_memory_to_use = c_long::try_from(bytes).unwrap_or(c_long::MAX) };
     }
 
-    /// Starts decoding to 8-bit grey or RGB rows (the colour must not be `Other`).
+    /// Starts decoding to 8-bit grey, RGB or CMYK rows (the colour must not be `Other`).
     pub fn start(&mut self) -> Result<(), Error> {
-        self.cinfo.out_color_space =
-            if self.colour() == Colour::Grey { J_COLOR_SPACE::JCS_GRAYSCALE } else { J_COLOR_SPACE::JCS_RGB };
+        self.cinfo.out_color_space = match self.colour() {
+            Colour::Grey => J_COLOR_SPACE::JCS_GRAYSCALE,
+            Colour::Cmyk => J_COLOR_SPACE::JCS_CMYK,
+            _ => J_COLOR_SPACE::JCS_RGB,
+        };
         let cinfo = &mut *self.cinfo;
         guard(|| unsafe { ffi::jpeg_start_decompress(cinfo) })?;
         Ok(())
