@@ -52,6 +52,15 @@ fn default_max_rows() -> usize {
 fn default_max_urls_per_row() -> usize {
     50
 }
+fn default_max_url_chars() -> usize {
+    2_048
+}
+fn default_max_product_name_bytes() -> usize {
+    1_024
+}
+fn default_max_row_bytes() -> usize {
+    128 * 1024
+}
 fn default_enqueue_concurrency() -> usize {
     32
 }
@@ -107,6 +116,10 @@ pub struct Config {
     /// (for local development and tests, e.g. `127.0.0.0/8`). Empty by default: such addresses are refused.
     #[serde(default)]
     pub fetch_allow_cidrs: Option<String>,
+    /// Comma-separated ports image fetches may use on public addresses (default `80,443`); addresses inside
+    /// `fetch_allow_cidrs` may use any port.
+    #[serde(default)]
+    pub fetch_allow_ports: Option<String>,
     /// Public base URL of the outputs bucket (a CDN in front of it). When set, output URLs are
     /// `<base>/<key>` and are handed out as they are; when unset, the status API and the output CSV download hand
     /// out presigned URLs.
@@ -127,6 +140,15 @@ pub struct Config {
     /// Most image URLs in one row.
     #[serde(default = "default_max_urls_per_row")]
     pub max_urls_per_row: usize,
+    /// Longest image URL, in characters (at most 65,536: one image message must fit SQS's 256 KiB).
+    #[serde(default = "default_max_url_chars")]
+    pub max_url_chars: usize,
+    /// Longest product name, in UTF-8 bytes.
+    #[serde(default = "default_max_product_name_bytes")]
+    pub max_product_name_bytes: usize,
+    /// Largest CSV row, in bytes of its cells (bounds one `RequestData` document).
+    #[serde(default = "default_max_row_bytes")]
+    pub max_row_bytes: usize,
     /// Secret of the HMAC-SHA256 signature on webhook calls; webhooks are refused while it is unset.
     #[serde(default)]
     pub webhook_secret: Option<String>,

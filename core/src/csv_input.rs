@@ -9,11 +9,35 @@ use crate::domain::{ImageUrl, ProductRow};
 /// Most row errors listed in one rejection; `total` still counts all of them.
 pub const MAX_LISTED_ERRORS: usize = 100;
 
-/// Limits applied while parsing.
+/// Limits applied while parsing. Every value that ends up in an SQS message or a MongoDB document is capped
+/// here, before anything is written, so an oversized cell is a row error and never a failed write later.
 #[derive(Debug, Clone, Copy)]
 pub struct CsvLimits {
     pub max_rows: usize,
     pub max_urls_per_row: usize,
+    /// Longest image URL, in characters of its normalised form (ASCII, so also bytes): it travels in one SQS
+    /// message per image and is stored in `RequestData`.
+    pub max_url_chars: usize,
+    /// Longest product name, in UTF-8 bytes (after trimming).
+    pub max_product_name_bytes: usize,
+    /// Largest row, in bytes of its cells: bounds the row's `RequestData` document far below MongoDB's 16 MiB.
+    pub max_row_bytes: usize,
+}
+
+/// Ceiling on a configured URL limit: one image message (URL plus under 300 bytes of JSON) must stay far below
+/// SQS's 256 KiB message limit.
+pub const MAX_URL_CHARS_CEILING: usize = 64 * 1024;
+
+impl CsvLimits {
+    pub fn from_config(config: &crate::Config) -> Self {
+        Self {
+            max_rows: config.max_rows,
+            max_urls_per_row: config.max_urls_per_row,
+            max_url_chars: config.max_url_chars.min(MAX_URL_CHARS_CEILING),
+            max_product_name_bytes: config.max_product_name_bytes,
+            max_row_bytes: config.max_row_bytes,
+        }
+    }
 }
 
 /// One problem found in the file, located by 1-based line and column name.
@@ -177,6 +201,15 @@ pub fn parse_csv(input: &[u8], limits: CsvLimits) -> Result<Vec<ProductRow>, Csv
             continue; // blank line, or a line of empty cells
         }
         let before = errs.total;
+        let row_bytes = record.as_slice().len();
+        if row_bytes > limits.max_row_bytes {
+            // Located at the row's largest cell (cells past the header are spilled URLs).
+            let largest = (0..record.len()).max_by_key(|&i| record.get(i).map_or(0, <[u8]>::len)).unwrap_or(0);
+            let column = order.get(largest).map_or(COL_URLS, |c| c.name());
+            let message = format!("the row is {row_bytes} bytes; at most {} bytes per row", limits.max_row_bytes);
+            errs.push(line, column, "", message);
+            continue;
+        }
         let mut serial = None;
         let mut product = None;
         let mut urls: Vec<ImageUrl> = Vec::new();
@@ -200,6 +233,13 @@ pub fn parse_csv(input: &[u8], limits: CsvLimits) -> Result<Vec<ProductRow>, Csv
                     let t = value.trim();
                     if t.is_empty() {
                         errs.push(line, column.name(), value, "product name is required");
+                    } else if t.len() > limits.max_product_name_bytes {
+                        let message = format!(
+                            "product name is {} bytes; at most {} bytes",
+                            t.len(),
+                            limits.max_product_name_bytes
+                        );
+                        errs.push(line, column.name(), value, message);
                     } else {
                         product = Some(t.to_string());
                     }
@@ -226,7 +266,18 @@ pub fn parse_csv(input: &[u8], limits: CsvLimits) -> Result<Vec<ProductRow>, Csv
             }
         }
         for text in url_texts.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+            // The raw text is checked first so that a huge cell is never parsed; the normalised form (what is
+            // queued and stored) can be longer than the raw text (percent-encoding), so it is checked too.
+            let too_long = |n: usize| format!("image URL is {n} characters; at most {}", limits.max_url_chars);
+            let chars = text.chars().count();
+            if chars > limits.max_url_chars {
+                errs.push(line, COL_URLS, text, too_long(chars));
+                continue;
+            }
             match ImageUrl::parse(text) {
+                Ok(u) if u.as_str().len() > limits.max_url_chars => {
+                    errs.push(line, COL_URLS, text, too_long(u.as_str().len()));
+                }
                 Ok(u) => urls.push(u),
                 Err(e) => errs.push(line, COL_URLS, text, format!("invalid image URL: {e}")),
             }
@@ -271,7 +322,13 @@ pub fn parse_csv(input: &[u8], limits: CsvLimits) -> Result<Vec<ProductRow>, Csv
 mod tests {
     use super::*;
 
-    const LIMITS: CsvLimits = CsvLimits { max_rows: 1000, max_urls_per_row: 10 };
+    const LIMITS: CsvLimits = CsvLimits {
+        max_rows: 1000,
+        max_urls_per_row: 10,
+        max_url_chars: 2048,
+        max_product_name_bytes: 256,
+        max_row_bytes: 64 * 1024,
+    };
 
     fn urls(row: &ProductRow) -> Vec<&str> {
         row.input_image_urls.iter().map(ImageUrl::as_str).collect()
@@ -332,9 +389,9 @@ mod tests {
         for i in 1..=3 {
             csv.push_str(&format!("{i},P{i},https://a.example/{i}.jpg\n"));
         }
-        let err = parse_csv(csv.as_bytes(), CsvLimits { max_rows: 2, max_urls_per_row: 10 }).unwrap_err();
+        let err = parse_csv(csv.as_bytes(), CsvLimits { max_rows: 2, ..LIMITS }).unwrap_err();
         assert!(err.errors[0].message.contains("too many rows"));
-        let err = parse_csv(csv.as_bytes(), CsvLimits { max_rows: 10, max_urls_per_row: 0 }).unwrap_err();
+        let err = parse_csv(csv.as_bytes(), CsvLimits { max_rows: 10, max_urls_per_row: 0, ..LIMITS }).unwrap_err();
         assert_eq!(err.total, 3);
     }
 
@@ -344,7 +401,7 @@ mod tests {
         for _ in 0..150 {
             csv.push_str("bad,P,https://a.example/1.jpg\n");
         }
-        let err = parse_csv(csv.as_bytes(), CsvLimits { max_rows: 1000, max_urls_per_row: 10 }).unwrap_err();
+        let err = parse_csv(csv.as_bytes(), LIMITS).unwrap_err();
         assert_eq!(err.errors.len(), MAX_LISTED_ERRORS);
         assert_eq!(err.total, 150);
     }
@@ -354,6 +411,68 @@ mod tests {
         let csv = "S. No.,Product Name,Input Image Urls\r\n\r\n1,\"two\r\nlines\",https://a.example/1.jpg\r\n\r\n\r\nx,B,https://a.example/2.jpg\r\n";
         let err = parse_csv(csv.as_bytes(), LIMITS).unwrap_err();
         assert_eq!((err.errors[0].line, err.errors[0].column.as_str()), (7, COL_SERIAL));
+    }
+
+    fn one_row(name: &str, urls: &[String]) -> Vec<u8> {
+        format!("S. No.,Product Name,Input Image Urls\n1,{name},\"{}\"\n", urls.join(",")).into_bytes()
+    }
+
+    /// An ASCII URL of exactly `n` characters.
+    fn url_of(n: usize) -> String {
+        let prefix = "https://a.example/";
+        format!("{prefix}{}", "u".repeat(n - prefix.len()))
+    }
+
+    #[test]
+    fn url_length_limit_holds_at_its_edge() {
+        let rows = parse_csv(&one_row("P", &[url_of(2048)]), LIMITS).unwrap();
+        assert_eq!(rows[0].input_image_urls[0].as_str().len(), 2048);
+        let err = parse_csv(&one_row("P", &[url_of(2049)]), LIMITS).unwrap_err();
+        assert_eq!((err.errors[0].line, err.errors[0].column.as_str()), (2, COL_URLS));
+        assert_eq!(err.errors[0].message, "image URL is 2049 characters; at most 2048");
+        // the stored form counts: a raw 2,048-character URL whose normalised form is longer is refused
+        let spaced = format!("{} u", url_of(2046)); // the space becomes %20
+        let err = parse_csv(&one_row("P", &[spaced]), LIMITS).unwrap_err();
+        assert_eq!(err.errors[0].message, "image URL is 2050 characters; at most 2048");
+    }
+
+    #[test]
+    fn product_name_limit_holds_at_its_edge_in_bytes() {
+        assert!(parse_csv(&one_row(&"n".repeat(256), &[url_of(30)]), LIMITS).is_ok());
+        let err = parse_csv(&one_row(&"n".repeat(257), &[url_of(30)]), LIMITS).unwrap_err();
+        assert_eq!((err.errors[0].line, err.errors[0].column.as_str()), (2, COL_PRODUCT));
+        // bytes, not characters: 128 two-byte characters fit, 129 do not
+        assert!(parse_csv(&one_row(&"é".repeat(128), &[url_of(30)]), LIMITS).is_ok());
+        let err = parse_csv(&one_row(&"é".repeat(129), &[url_of(30)]), LIMITS).unwrap_err();
+        assert_eq!(err.errors[0].message, "product name is 258 bytes; at most 256 bytes");
+    }
+
+    #[test]
+    fn row_size_limit_holds_at_its_edge() {
+        let limits = CsvLimits { max_row_bytes: 100, ..LIMITS };
+        // cells: "1" + "P" + the URL = 100 bytes exactly
+        let csv = one_row("P", &[url_of(98)]);
+        assert!(parse_csv(&csv, limits).is_ok());
+        let err = parse_csv(&one_row("P", &[url_of(99)]), limits).unwrap_err();
+        assert_eq!((err.errors[0].line, err.errors[0].column.as_str()), (2, COL_URLS));
+        assert_eq!(err.errors[0].message, "the row is 101 bytes; at most 100 bytes per row");
+        // the other rows are still checked and reported
+        let csv = "S. No.,Product Name,Input Image Urls\n1,P,https://a.example/a\n2,".to_string()
+            + &"n".repeat(200)
+            + ",https://a.example/b\nx,Q,https://a.example/c\n";
+        let err = parse_csv(csv.as_bytes(), limits).unwrap_err();
+        let got: Vec<(u64, &str)> = err.errors.iter().map(|e| (e.line, e.column.as_str())).collect();
+        assert_eq!(got, [(3, COL_PRODUCT), (4, COL_SERIAL)]);
+    }
+
+    #[test]
+    fn a_configured_url_limit_is_capped_below_the_message_size() {
+        let config: crate::Config = serde_json::from_value(serde_json::json!({
+            "mongodb_uri": "mongodb://127.0.0.1:1/", "uploads_bucket": "u", "outputs_bucket": "o",
+            "queue_url": "http://127.0.0.1:1/q", "max_url_chars": 10_000_000,
+        }))
+        .unwrap();
+        assert_eq!(CsvLimits::from_config(&config).max_url_chars, MAX_URL_CHARS_CEILING);
     }
 
     #[test]

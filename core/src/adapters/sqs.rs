@@ -11,6 +11,11 @@ use crate::ports::JobQueue;
 
 /// SQS allows at most 10 entries per `SendMessageBatch`.
 const BATCH: usize = 10;
+/// Largest sum of message bodies in one `SendMessageBatch`, in bytes. AWS's current API reference gives 1 MiB
+/// (1,048,576 bytes) for a message and for a batch; older regions' documentation and ElasticMQ's strict limits
+/// (the local stack) give 256 KiB (262,144 bytes), so batches are built to the smaller figure, which holds
+/// everywhere.
+pub const MAX_BATCH_BYTES: usize = 262_144;
 /// Attempts per batch for entries SQS reports as failed.
 const ATTEMPTS: usize = 4;
 
@@ -36,12 +41,9 @@ impl SqsQueue {
         Self { client, queue_url: config.queue_url.clone(), concurrency: config.enqueue_concurrency.max(1) }
     }
 
-    async fn send_batch(&self, jobs: &[ImageJob]) -> Result<()> {
-        let mut pending: Vec<(String, String)> = jobs
-            .iter()
-            .enumerate()
-            .map(|(i, job)| Ok((i.to_string(), serde_json::to_string(job).map_err(|e| Error::Queue(e.to_string()))?)))
-            .collect::<Result<_>>()?;
+    async fn send_batch(&self, bodies: Vec<String>) -> Result<()> {
+        let mut pending: Vec<(String, String)> =
+            bodies.into_iter().enumerate().map(|(i, body)| (i.to_string(), body)).collect();
         for attempt in 1..=ATTEMPTS {
             let entries = pending
                 .iter()
@@ -81,8 +83,61 @@ impl SqsQueue {
 #[async_trait]
 impl JobQueue for SqsQueue {
     async fn send_jobs(&self, jobs: &[ImageJob]) -> Result<()> {
+        let bodies = jobs
+            .iter()
+            .map(|job| serde_json::to_string(job).map_err(|e| Error::Queue(e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
         let batches: Vec<BoxFuture<'_, Result<()>>> =
-            jobs.chunks(BATCH).map(|chunk| self.send_batch(chunk).boxed()).collect();
+            batches(bodies, BATCH, MAX_BATCH_BYTES)?.into_iter().map(|batch| self.send_batch(batch).boxed()).collect();
         futures::stream::iter(batches).buffer_unordered(self.concurrency).try_collect::<()>().await
+    }
+}
+
+/// Splits message bodies, in order, into batches of at most `max_count` entries and `max_bytes` bytes. A body
+/// that alone is over `max_bytes` is an error before anything is sent (the CSV limits make it impossible).
+fn batches(bodies: Vec<String>, max_count: usize, max_bytes: usize) -> Result<Vec<Vec<String>>> {
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut bytes = 0;
+    for body in bodies {
+        if body.len() > max_bytes {
+            return Err(Error::Queue(format!("a message of {} bytes is over the {max_bytes}-byte limit", body.len())));
+        }
+        match out.last_mut() {
+            Some(batch) if batch.len() < max_count && bytes + body.len() <= max_bytes => {
+                bytes += body.len();
+                batch.push(body);
+            }
+            _ => {
+                bytes = body.len();
+                out.push(vec![body]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(batches: &[Vec<String>]) -> Vec<Vec<usize>> {
+        batches.iter().map(|b| b.iter().map(String::len).collect()).collect()
+    }
+
+    #[test]
+    fn batches_by_count_and_by_bytes() {
+        let bodies = |lens: &[usize]| lens.iter().map(|&n| "x".repeat(n)).collect::<Vec<_>>();
+        // count: 25 small bodies are 10 + 10 + 5
+        let got = batches(bodies(&[1; 25]), 10, 100).unwrap();
+        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
+        // bytes: exactly the limit fits in one batch, one byte more starts the next
+        assert_eq!(sizes(&batches(bodies(&[60, 40, 1]), 10, 100).unwrap()), [vec![60, 40], vec![1]]);
+        assert_eq!(sizes(&batches(bodies(&[60, 41]), 10, 100).unwrap()), [vec![60], vec![41]]);
+        // a body of exactly the limit is sent alone; one over it is refused
+        assert_eq!(sizes(&batches(bodies(&[100, 1]), 10, 100).unwrap()), [vec![100], vec![1]]);
+        assert!(batches(bodies(&[101]), 10, 100).is_err());
+        // order is kept
+        let got = batches(vec!["a".into(), "bb".into(), "c".into()], 2, 100).unwrap();
+        assert_eq!(got, [vec!["a".to_string(), "bb".into()], vec!["c".into()]]);
     }
 }

@@ -45,7 +45,7 @@ pub enum Origin {
 
 impl App {
     pub fn csv_limits(&self) -> CsvLimits {
-        CsvLimits { max_rows: self.config.max_rows, max_urls_per_row: self.config.max_urls_per_row }
+        CsvLimits::from_config(&self.config)
     }
 }
 
