@@ -2,7 +2,7 @@
 
 use crate::csv_input::{COL_PRODUCT, COL_SERIAL, COL_URLS};
 use crate::domain::ImageState;
-use crate::model::RowDoc;
+use crate::model::{ImageSlot, RowDoc};
 
 pub const COL_OUTPUT_URLS: &str = "Output Image Urls";
 pub const COL_ERRORS: &str = "Errors";
@@ -20,6 +20,15 @@ pub fn output_urls(row: &RowDoc) -> Vec<String> {
     row.slots().into_iter().map(|slot| slot.and_then(|s| s.output_url.clone()).unwrap_or_default()).collect()
 }
 
+/// What a caller is told about a failed image: its reason's message (documents written before reasons existed
+/// keep their stored text).
+pub fn failure_message(slot: &ImageSlot) -> &str {
+    match slot.reason {
+        Some(reason) => reason.message(),
+        None => slot.error.as_deref().unwrap_or("failed"),
+    }
+}
+
 /// `"<image number>: <reason>"` for each failed image of the row (image numbers are 1-based).
 pub fn image_errors(row: &RowDoc) -> Vec<String> {
     row.slots()
@@ -27,8 +36,7 @@ pub fn image_errors(row: &RowDoc) -> Vec<String> {
         .enumerate()
         .filter_map(|(i, slot)| {
             let slot = slot?;
-            (slot.state == ImageState::Failed)
-                .then(|| format!("image {}: {}", i + 1, slot.error.as_deref().unwrap_or("failed")))
+            (slot.state == ImageState::Failed).then(|| format!("image {}: {}", i + 1, failure_message(slot)))
         })
         .collect()
 }
@@ -58,7 +66,6 @@ pub fn write_csv_with(rows: &[RowDoc], mut urls: impl FnMut(&RowDoc) -> Vec<Stri
 mod tests {
     use super::*;
     use crate::domain::RequestId;
-    use crate::model::ImageSlot;
     use mongodb::bson::DateTime;
 
     fn row() -> RowDoc {

@@ -11,6 +11,7 @@ pub mod csv_input;
 pub mod csv_output;
 pub mod domain;
 pub mod error;
+pub mod failure;
 pub mod fault;
 pub mod fetch;
 pub mod model;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::csv_input::RowError;
 use crate::domain::{ImageState, RequestId, RequestStatus};
+use crate::failure::FailureReason;
 
 pub const REQUESTS: &str = "Requests";
 pub const REQUEST_DATA: &str = "RequestData";
@@ -94,6 +95,9 @@ pub struct ImageSlot {
     pub output_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_url: Option<String>,
+    /// Why the image failed (one of a closed set), and that reason's message in `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<FailureReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Whether this image's settlement was added to its `RequestProgress` counter.
@@ -103,7 +107,14 @@ pub struct ImageSlot {
 
 impl ImageSlot {
     pub fn pending() -> Self {
-        Self { state: ImageState::Pending, output_key: None, output_url: None, error: None, counted: false }
+        Self {
+            state: ImageState::Pending,
+            output_key: None,
+            output_url: None,
+            reason: None,
+            error: None,
+            counted: false,
+        }
     }
 }
 

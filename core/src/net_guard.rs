@@ -6,6 +6,9 @@
 //! documentation, benchmarking and reserved ranges. IPv6 forms that carry an IPv4 address (IPv4-mapped,
 //! IPv4-compatible, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) are judged by the IPv4 address they carry.
 //!
+//! Ports: a public address may be fetched from on the allowed ports only (`IMGPIPE_FETCH_ALLOW_PORTS`, default 80
+//! and 443); an address inside the allow-list on any port.
+//!
 //! Nothing here performs I/O; [`crate::fetch`] applies it to resolved addresses and to IP-literal URLs.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -89,10 +92,33 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     }
 }
 
-/// The addresses an image fetch may reach: every public address, plus the configured allow-list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Ports an image fetch may use on a public address unless configured (`IMGPIPE_FETCH_ALLOW_PORTS`).
+pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
+
+/// The destinations an image fetch may reach: every public address on an allowed port, plus any port of the
+/// configured allow-list (trusted by configuration, like the local stack's loopback).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub allow: Vec<IpNet>,
+    pub ports: Vec<u16>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self { allow: Vec::new(), ports: DEFAULT_PORTS.to_vec() }
+    }
+}
+
+/// Parses a comma-separated list of ports (`80, 443, 8080`); `None` or an empty string gives [`DEFAULT_PORTS`].
+pub fn parse_ports(list: Option<&str>) -> Result<Vec<u16>, String> {
+    let ports = list
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|p| p.parse::<u16>().ok().filter(|&n| n > 0).ok_or_else(|| format!("`{p}` is not a port (1-65535)")))
+        .collect::<Result<Vec<u16>, String>>()?;
+    Ok(if ports.is_empty() { DEFAULT_PORTS.to_vec() } else { ports })
 }
 
 impl Policy {
@@ -110,7 +136,30 @@ impl Policy {
             };
             allow.push(net);
         }
-        Ok(Self { allow })
+        Ok(Self { allow, ports: DEFAULT_PORTS.to_vec() })
+    }
+
+    /// The same policy with these ports allowed on public addresses.
+    pub fn with_ports(self, ports: Vec<u16>) -> Self {
+        Self { ports, ..self }
+    }
+
+    /// Whether `port` is allowed on every address the address rules allow.
+    pub fn port_allowed(&self, port: u16) -> bool {
+        self.ports.contains(&port)
+    }
+
+    /// `Ok` when a fetch may connect to `ip` on `port`: the address rules of [`Policy::check`], and a port from
+    /// the allowed list unless the allow-list covers `ip`. The reason names every rule the target breaks.
+    pub fn check_target(&self, ip: IpAddr, port: u16) -> Result<(), String> {
+        let address = self.check(ip).err();
+        let port = (!self.port_allowed(port) && !self.is_allowed_explicitly(ip))
+            .then(|| format!("refused port {port} of {ip} (allowed: {:?} or an allow-listed address)", self.ports));
+        match (address, port) {
+            (None, None) => Ok(()),
+            (Some(reason), None) | (None, Some(reason)) => Err(reason),
+            (Some(address), Some(port)) => Err(format!("{address}; {port}")),
+        }
     }
 
     /// Whether an explicit allow-list entry covers `ip` (an IPv4-mapped address counts as its IPv4 address).
@@ -349,6 +398,37 @@ mod tests {
 
         // Host bits are accepted and truncated.
         assert_eq!(Policy::parse(Some("127.0.0.1/8")).unwrap().allow, vec!["127.0.0.0/8".parse::<IpNet>().unwrap()]);
+    }
+
+    #[test]
+    fn ports_are_80_and_443_unless_configured_and_any_port_inside_the_allow_list() {
+        let public: IpAddr = "8.8.8.8".parse().unwrap();
+        let policy = Policy::parse(Some("127.0.0.0/8")).unwrap();
+        assert!(policy.check_target(public, 80).is_ok());
+        assert!(policy.check_target(public, 443).is_ok());
+        for port in [1, 22, 79, 81, 442, 444, 8080, 65535] {
+            let err = policy.check_target(public, port).unwrap_err();
+            assert!(err.starts_with(&format!("refused port {port} of 8.8.8.8")), "{err}");
+        }
+        assert!(policy.check_target("127.0.0.1".parse().unwrap(), 8080).is_ok());
+        assert!(policy.check_target("::ffff:127.0.0.1".parse().unwrap(), 1).is_ok());
+        // the port rule does not open a refused address; a target breaking both rules is told both
+        assert!(policy.check_target("10.0.0.1".parse().unwrap(), 80).is_err());
+        assert_eq!(
+            policy.check_target("10.0.0.1".parse().unwrap(), 8080),
+            Err("refused address 10.0.0.1 (private); refused port 8080 of 10.0.0.1 (allowed: [80, 443] or an \
+                 allow-listed address)"
+                .into())
+        );
+
+        let custom = Policy::parse(None).unwrap().with_ports(parse_ports(Some(" 8443,80 ")).unwrap());
+        assert!(custom.check_target(public, 8443).is_ok());
+        assert!(custom.check_target(public, 443).is_err());
+        assert_eq!(parse_ports(None).unwrap(), DEFAULT_PORTS);
+        assert_eq!(parse_ports(Some(" , ")).unwrap(), DEFAULT_PORTS);
+        for bad in ["0", "65536", "http", "80,-1", "8 0"] {
+            assert!(parse_ports(Some(bad)).unwrap_err().contains("is not a port"), "{bad}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use mongodb::bson::DateTime;
 
 use crate::domain::{ImageJob, ImageState, RequestId, RequestStatus};
 use crate::error::Result;
+use crate::failure::FailureReason;
 use crate::model::{DailyImages, ListFilter, ProgressShard, RequestDoc, RowDoc, Tally, WebhookAttempt};
 
 /// Object storage (S3).
@@ -34,7 +35,7 @@ pub trait JobQueue: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageResult {
     Succeeded { output_key: String, output_url: String },
-    Failed { reason: String },
+    Failed { reason: FailureReason },
 }
 
 impl ImageResult {

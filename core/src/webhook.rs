@@ -13,7 +13,6 @@ use serde_json::Value;
 use crate::App;
 use crate::domain::ImageUrl;
 use crate::error::Result;
-use crate::fetch::FetchError;
 use crate::model::{RequestDoc, WebhookAttempt};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -82,7 +81,11 @@ pub async fn deliver(app: &App, request: &RequestDoc, payload: &Value) -> Result
         let (status, error) = match app.fetcher.post_json(&url, body.clone(), &headers).await {
             Ok(code) if (200..300).contains(&code) => (Some(code), None),
             Ok(code) => (Some(code), Some(format!("HTTP {code}"))),
-            Err(FetchError::Transient(e) | FetchError::Permanent(e)) => (None, Some(e)),
+            // The caller reads the attempts: the reason's message only, the detail goes to the log.
+            Err(e) => {
+                tracing::warn!(reason = e.failure().reason.code(), detail = %e.failure().detail, "webhook call failed");
+                (None, Some(e.failure().reason.message().to_string()))
+            }
         };
         let delivered = error.is_none();
         let at = DateTime::now();

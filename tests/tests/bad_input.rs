@@ -803,19 +803,20 @@ async fn image_urls_that_are_not_images_fail_only_themselves_each_with_its_reaso
         "{status}"
     );
 
-    // Each image: its state and its recorded reason.
-    let expected: [(usize, usize, Option<&str>); 11] = [
+    // Each image: its state and its recorded reason (the precise cause is in the logs only).
+    use imgpipe_core::failure::FailureReason::{self, *};
+    let expected: [(usize, usize, Option<FailureReason>); 11] = [
         (0, 0, None),
-        (0, 1, Some("HTML")),
-        (0, 2, Some("SVG")),
-        (1, 0, Some("not an image")),
-        (1, 1, Some("too many redirects")),
-        (1, 2, Some("too many redirects")),
-        (2, 0, Some("larger than the 100000-byte limit")),
-        (2, 1, Some("larger than the 100000-byte limit")),
-        (2, 2, Some("HTTP 404")),
+        (0, 1, Some(UnsupportedFormat)),
+        (0, 2, Some(UnsupportedFormat)),
+        (1, 0, Some(UnsupportedFormat)),
+        (1, 1, Some(BadRedirect)),
+        (1, 2, Some(BadRedirect)),
+        (2, 0, Some(TooLarge)),
+        (2, 1, Some(TooLarge)),
+        (2, 2, Some(HttpStatus)),
         (2, 3, None),
-        (3, 0, Some("HTTP 410")),
+        (3, 0, Some(HttpStatus)),
     ];
     for (row, index, reason) in expected {
         let image = &status["rows"][row]["images"][index];
@@ -827,8 +828,8 @@ async fn image_urls_that_are_not_images_fail_only_themselves_each_with_its_reaso
             }
             Some(reason) => {
                 assert_eq!(image["state"], "failed", "row {row} image {index}: {image}");
-                let error = image["error"].as_str().unwrap_or_default();
-                assert!(error.contains(reason), "row {row} image {index}: {error:?} lacks {reason:?}");
+                assert_eq!(image["reason"], reason.code(), "row {row} image {index}: {image}");
+                assert_eq!(image["error"], reason.message(), "row {row} image {index}: {image}");
                 assert!(output.is_null(), "row {row} image {index}: {output}");
             }
         }
@@ -852,8 +853,9 @@ async fn image_urls_that_are_not_images_fail_only_themselves_each_with_its_reaso
         [vec![true, false, false], vec![false, false, false], vec![false, false, false, true], vec![false]]
     );
     assert!(records[1][4].starts_with("image 2: ") && records[1][4].contains("; image 3: "), "{:?}", records[1]);
-    assert!(records[3][4].contains("image 3: HTTP 404"), "{:?}", records[3]);
-    assert!(records[4][4].starts_with("image 1: HTTP 410"), "{:?}", records[4]);
+    let http = HttpStatus.message();
+    assert!(records[3][4].contains(&format!("image 3: {http}")), "{:?}", records[3]);
+    assert_eq!(records[4][4], format!("image 1: {http}"), "{:?}", records[4]);
 
     // Written exactly once: two images and the output CSV; nothing left queued or dead-lettered.
     let mut keys = stack.keys(&stack.app.config.outputs_bucket, "").await;

@@ -314,7 +314,12 @@ async fn counts_read_while_images_fail_are_consistent() {
                     url: ImageUrl::parse(&format!("http://127.0.0.1:9/{r}.jpg")).unwrap(),
                     shard: 0,
                 };
-                repo.settle_image(&job, &ImageResult::Failed { reason: "HTTP 404".into() }).await.unwrap();
+                repo.settle_image(
+                    &job,
+                    &ImageResult::Failed { reason: imgpipe_core::failure::FailureReason::HttpStatus },
+                )
+                .await
+                .unwrap();
             }
             done.store(true, std::sync::atomic::Ordering::SeqCst);
         })

@@ -191,7 +191,8 @@ impl Repository for MongoRepository {
                 0
             }
             ImageResult::Failed { reason } => {
-                set.insert(slot(job, "error"), reason);
+                set.insert(slot(job, "reason"), reason.code());
+                set.insert(slot(job, "error"), reason.message());
                 1
             }
         };

@@ -20,6 +20,7 @@ use crate::compress::{CompressLimits, compress};
 use crate::csv_output::{output_urls, write_csv};
 use crate::domain::{ImageJob, ImageState, RequestStatus, output_csv_key};
 use crate::error::{Error, Result};
+use crate::failure::{Failure, FailureReason};
 use crate::fetch::FetchError;
 use crate::model::{ProgressShard, RequestDoc, RowDoc, rfc3339};
 use crate::ports::ImageResult;
@@ -66,11 +67,14 @@ async fn process(app: &App, job: &ImageJob) -> Result<Processed> {
             let url = app.output_url(&key);
             ImageResult::Succeeded { output_key: key, output_url: url }
         }
-        Err(ImageFailure::Permanent(reason)) => {
-            tracing::warn!(%reason, "image failed");
-            ImageResult::Failed { reason }
+        Err(ImageFailure::Permanent(failure)) => {
+            tracing::warn!(reason = failure.reason.code(), detail = %failure.detail, "image failed");
+            ImageResult::Failed { reason: failure.reason }
         }
-        Err(ImageFailure::Transient(reason)) => return Err(Error::Upstream(reason)),
+        Err(ImageFailure::Transient(failure)) => {
+            tracing::warn!(reason = failure.reason.code(), detail = %failure.detail, "image fetch failed; retrying");
+            return Err(Error::Upstream(failure.to_string()));
+        }
     };
     record(app, job, &result).await
 }
@@ -97,8 +101,8 @@ pub async fn record(app: &App, job: &ImageJob, result: &ImageResult) -> Result<P
 }
 
 enum ImageFailure {
-    Transient(String),
-    Permanent(String),
+    Transient(Failure),
+    Permanent(Failure),
 }
 
 async fn compress_from_url(app: &App, job: &ImageJob) -> std::result::Result<Vec<u8>, ImageFailure> {
@@ -111,9 +115,11 @@ async fn compress_from_url(app: &App, job: &ImageJob) -> std::result::Result<Vec
     // Decoding and encoding are CPU-bound: keep them off the async executor.
     tokio::task::spawn_blocking(move || compress(&bytes, quality, limits))
         .await
-        .map_err(|e| ImageFailure::Transient(format!("compression task: {e}")))?
+        .map_err(|e| {
+            ImageFailure::Transient(Failure::new(FailureReason::ProcessingFailed, format!("compression task: {e}")))
+        })?
         .map(|c| c.jpeg)
-        .map_err(|e| ImageFailure::Permanent(e.to_string()))
+        .map_err(|e| ImageFailure::Permanent(Failure::new(FailureReason::of_compress(&e), e.to_string())))
 }
 
 /// Everything after the image's slot is settled; idempotent, so any delivery of the job may run it.

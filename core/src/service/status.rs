@@ -6,9 +6,10 @@ use serde::Serialize;
 
 use crate::App;
 use crate::csv_input::RowError;
-use crate::csv_output::{image_errors, write_csv_with};
+use crate::csv_output::{failure_message, image_errors, write_csv_with};
 use crate::domain::{ImageState, RequestId, RequestStatus};
 use crate::error::{Error, Result};
+use crate::failure::FailureReason;
 use crate::model::{RequestDoc, RowDoc, Tally, rfc3339};
 
 pub const DEFAULT_PAGE: i64 = 100;
@@ -31,6 +32,9 @@ pub struct ImageView {
     pub state: ImageState,
     /// A URL the caller can download (presigned), once the image succeeded.
     pub output_url: Option<String>,
+    /// Why the image failed: a code from a closed set (`source_not_public`, `http_status`, …).
+    pub reason: Option<FailureReason>,
+    /// The reason's message.
     pub error: Option<String>,
 }
 
@@ -113,15 +117,18 @@ impl App {
     async fn row_view(&self, row: RowDoc) -> Result<RowView> {
         let mut images = Vec::with_capacity(row.input_image_urls.len());
         for (input, slot) in row.input_image_urls.iter().zip(row.slots()) {
-            let (state, key, error) = match slot {
-                Some(s) => (s.state, s.output_key.as_deref(), s.error.clone()),
-                None => (ImageState::Pending, None, None),
+            let (state, key, reason, error) = match slot {
+                Some(s) if s.state == ImageState::Failed => {
+                    (s.state, None, s.reason, Some(failure_message(s).to_string()))
+                }
+                Some(s) => (s.state, s.output_key.as_deref(), None, None),
+                None => (ImageState::Pending, None, None, None),
             };
             let output_url = match (state, key) {
                 (ImageState::Succeeded, Some(key)) => Some(self.download_url(key).await?),
                 _ => None,
             };
-            images.push(ImageView { input_url: input.clone(), state, output_url, error });
+            images.push(ImageView { input_url: input.clone(), state, output_url, reason, error });
         }
         Ok(RowView {
             serial_number: row.serial_number,
