@@ -17,6 +17,8 @@ pub mod fetch;
 pub mod model;
 pub mod net_guard;
 pub mod ports;
+#[cfg(test)]
+mod properties;
 pub mod service;
 pub mod telemetry;
 pub mod webhook;
