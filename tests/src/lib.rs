@@ -218,28 +218,68 @@ impl Stack {
         failed
     }
 
-    /// Works the queue until it stays empty, returning every message body that was processed successfully.
+    /// Works the queue until it holds no message at all (waiting, in flight or delayed: a message a failed
+    /// delivery left invisible counts until it is redelivered and worked, or dead-lettered), returning every
+    /// message body that was processed successfully. Fails the test if that takes longer than `deadline`.
     pub async fn drain(&self, deadline: Duration) -> Vec<String> {
         let start = Instant::now();
         let mut bodies = Vec::new();
-        let mut empty_polls = 0;
-        while empty_polls < 2 {
-            assert!(start.elapsed() < deadline, "queue not drained within {deadline:?}");
+        loop {
             let messages = self.receive(1).await;
             if messages.is_empty() {
-                empty_polls += 1;
-                continue;
+                if self.queue_depth().await == 0 {
+                    return bodies;
+                }
+            } else {
+                let failed = self.work(&messages).await;
+                bodies.extend(
+                    messages
+                        .iter()
+                        .filter(|m| !failed.iter().any(|f| Some(f.as_str()) == m.message_id()))
+                        .filter_map(|m| m.body().map(str::to_string)),
+                );
             }
-            empty_polls = 0;
-            let failed = self.work(&messages).await;
-            bodies.extend(
-                messages
-                    .iter()
-                    .filter(|m| !failed.iter().any(|f| Some(f.as_str()) == m.message_id()))
-                    .filter_map(|m| m.body().map(str::to_string)),
+            assert!(
+                start.elapsed() < deadline,
+                "queue not drained within {deadline:?}: {} left",
+                self.queue_depth().await
             );
         }
-        bodies
+    }
+
+    /// Receives at least `n` messages (without working or deleting them); fails the test if they do not arrive
+    /// within 20 s.
+    pub async fn take_messages(&self, n: usize) -> Vec<aws_sdk_sqs::types::Message> {
+        let deadline = Duration::from_secs(20);
+        let start = Instant::now();
+        let mut messages = Vec::new();
+        while messages.len() < n {
+            assert!(start.elapsed() < deadline, "only {} of {n} messages arrived within {deadline:?}", messages.len());
+            messages.extend(self.receive(1).await);
+        }
+        messages
+    }
+
+    /// Receives `n` messages and deletes them, returning their bodies (to deliver them by hand).
+    pub async fn take_bodies(&self, n: usize) -> Vec<String> {
+        let messages = self.take_messages(n).await;
+        for m in &messages {
+            self.sqs
+                .delete_message()
+                .queue_url(&self.app.config.queue_url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .expect("DeleteMessage");
+        }
+        messages.iter().map(|m| m.body().unwrap().to_string()).collect()
+    }
+
+    /// The request's `Requests` document as stored, read from MongoDB directly. Tests read it (and S3) before
+    /// calling the status API, so that nothing the API might do on a read can hide what the worker left undone.
+    pub async fn stored_request(&self, id: &str) -> Document {
+        let found = self.requests().find_one(imgpipe_core::bson::doc! {"requestId": id}).await.expect("find request");
+        found.unwrap_or_else(|| panic!("request {id} is not stored"))
     }
 
     /// Reads an object from S3.
@@ -248,13 +288,35 @@ impl Stack {
         Some(out.body.collect().await.ok()?.to_vec())
     }
 
-    /// Keys under `prefix` in `bucket`.
+    /// Every key under `prefix` in `bucket`, sorted (ListObjectsV2 returns at most 1,000 keys a page: this
+    /// follows the continuation tokens to the end).
     pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let out = self.s3.list_objects_v2().bucket(bucket).prefix(prefix).send().await.expect("ListObjectsV2");
-        out.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        for _page in 0..10_000 {
+            let out = self
+                .s3
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .expect("ListObjectsV2");
+            keys.extend(out.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+            match out.next_continuation_token() {
+                Some(next) if out.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => {
+                    keys.sort();
+                    return keys;
+                }
+            }
+        }
+        panic!("{bucket}/{prefix}: more than 10,000 pages of keys");
     }
 
-    /// Messages currently waiting in this test's queue (approximate, as SQS reports it).
+    /// Messages in this test's queue: waiting, in flight (received, not yet deleted) and delayed, as SQS reports
+    /// them (exact on ElasticMQ; approximate on AWS).
     pub async fn queue_depth(&self) -> usize {
         let attrs = self
             .sqs
@@ -262,6 +324,7 @@ impl Stack {
             .queue_url(&self.app.config.queue_url)
             .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
             .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed)
             .send()
             .await
             .expect("GetQueueAttributes");
@@ -302,11 +365,23 @@ enum Special {
     Chunked { content_type: &'static str, body: Vec<u8> },
 }
 
+/// Requests for `paths` are held until `needed` of them have arrived (see [`ImageServer::hold_until`]).
+struct Gate {
+    paths: Vec<String>,
+    needed: usize,
+    arrived: tokio::sync::watch::Sender<usize>,
+}
+
+/// How long a held request waits for the others before it is answered anyway (the test then sees, from the hit
+/// counts, that the requests it expected never came).
+const GATE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// A local HTTP server on 127.0.0.1 serving canned responses by path, counting the requests it receives.
 pub struct ImageServer {
     pub addr: SocketAddr,
     routes: Arc<Mutex<HashMap<String, Canned>>>,
     specials: Arc<Mutex<HashMap<String, Special>>>,
+    gate: Arc<Mutex<Option<Gate>>>,
     hits: Arc<AtomicUsize>,
     path_hits: Arc<Mutex<HashMap<String, usize>>>,
     released: tokio::sync::watch::Sender<bool>,
@@ -319,15 +394,23 @@ impl ImageServer {
         let specials: Arc<Mutex<HashMap<String, Special>>> = Arc::default();
         let hits = Arc::new(AtomicUsize::new(0));
         let path_hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let gate: Arc<Mutex<Option<Gate>>> = Arc::default();
         let (released, release) = tokio::sync::watch::channel(false);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (r, sp, h, ph) = (routes.clone(), specials.clone(), hits.clone(), path_hits.clone());
+        let (r, sp, h, ph, g) = (routes.clone(), specials.clone(), hits.clone(), path_hits.clone(), gate.clone());
         let router = axum::Router::new().fallback(move |uri: http::Uri| {
-            let (r, sp, h, ph, release) = (r.clone(), sp.clone(), h.clone(), ph.clone(), release.clone());
+            let (r, sp, h, ph, g, release) = (r.clone(), sp.clone(), h.clone(), ph.clone(), g.clone(), release.clone());
             async move {
                 h.fetch_add(1, Ordering::SeqCst);
                 *ph.lock().unwrap().entry(uri.path().to_string()).or_default() += 1;
+                let held = g.lock().unwrap().as_ref().filter(|g| g.paths.iter().any(|p| p == uri.path())).map(|g| {
+                    g.arrived.send_modify(|n| *n += 1);
+                    (g.arrived.subscribe(), g.needed)
+                });
+                if let Some((mut arrived, needed)) = held {
+                    let _ = tokio::time::timeout(GATE_DEADLINE, arrived.wait_for(|n| *n >= needed)).await;
+                }
                 let special = sp.lock().unwrap().get(uri.path()).cloned();
                 if let Some(special) = special {
                     return special_response(special, release).await;
@@ -352,7 +435,16 @@ impl ImageServer {
                 .await
                 .unwrap();
         });
-        Self { addr, routes, specials, hits, path_hits, released, stop: Some(stop) }
+        Self { addr, routes, specials, gate, hits, path_hits, released, stop: Some(stop) }
+    }
+
+    /// From now on, holds every request for one of `paths` until `needed` such requests have arrived, then
+    /// answers them all: the requests were provably in flight at the same time (a race a test wants to happen,
+    /// not hope for). A held request is answered anyway after 10 s, so a request that never comes shows as a
+    /// missing hit instead of a hang. Replaces the previous gate.
+    pub fn hold_until(&self, needed: usize, paths: &[&str]) {
+        let paths = paths.iter().map(|p| p.to_string()).collect();
+        *self.gate.lock().unwrap() = Some(Gate { paths, needed, arrived: tokio::sync::watch::channel(0).0 });
     }
 
     /// Serves `body` at `path` and returns its URL.
@@ -507,6 +599,7 @@ impl Outage {
                 Ok(l) => break l,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
+                    // Polling (with the deadline above) until the old listener's port is free again.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) => panic!("cannot rebind {addr}: {e}"),

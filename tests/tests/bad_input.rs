@@ -81,18 +81,23 @@ impl Api {
         assert_eq!(body["error"]["code"], "not_found");
     }
 
-    /// Polls `GET /requests/{id}` until `done` accepts the answer.
-    async fn wait_for(&self, id: &str, deadline: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    /// Waits until the workers have finalised request `id` (read from MongoDB: a status call must not be what
+    /// finishes a request), then returns its status page.
+    async fn wait_final(&self, stack: &Stack, id: &str, deadline: Duration) -> Value {
         let start = Instant::now();
         loop {
-            let (code, body) = self.get_json(&format!("/requests/{id}?limit=1000")).await;
-            assert_eq!(code, 200, "{body}");
-            if done(&body) {
-                return body;
+            let stored = stack.stored_request(id).await;
+            let status = stored.get_str("status").unwrap();
+            if status == "completed" || status == "failed" {
+                break;
             }
-            assert!(start.elapsed() < deadline, "request {id} not done within {deadline:?}: {body}");
+            assert!(start.elapsed() < deadline, "request {id} not finalised within {deadline:?}: {stored:?}");
+            // Polling interval (bounded by the deadline above).
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let (code, body) = self.get_json(&format!("/requests/{id}?limit=1000")).await;
+        assert_eq!(code, 200, "{body}");
+        body
     }
 }
 
@@ -237,6 +242,54 @@ const NOTHING: Written = Written { requests: 0, rows: 0, uploads: 0, outputs: 0,
 
 async fn assert_nothing_written(stack: &Stack, case: &str) {
     assert_eq!(written(stack).await, NOTHING, "{case} wrote something");
+}
+
+/// The server's end of a connection to this process's server, as the kernel reports it.
+struct ServerSocket {
+    inode: u64,
+    /// Bytes received that the server has not read yet.
+    rx_queue: u64,
+}
+
+/// The server side of the TCP connection from `client` to `server` (both in this process, IPv4), from
+/// `/proc/self/net/tcp` (Linux: `local rem st tx_queue:rx_queue ... inode`, addresses as little-endian hex).
+fn server_socket(server: SocketAddr, client: SocketAddr) -> Option<ServerSocket> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(a) => format!("{:08X}:{:04X}", u32::from_le_bytes(a.ip().octets()), a.port()),
+        SocketAddr::V6(_) => panic!("IPv4 only"),
+    };
+    let (local, remote) = (hex(server), hex(client));
+    let table = std::fs::read_to_string("/proc/self/net/tcp").expect("read /proc/self/net/tcp (Linux)");
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 10 || f[1] != local || f[2] != remote {
+            return None;
+        }
+        let rx_queue = u64::from_str_radix(f[4].split(':').nth(1)?, 16).ok()?;
+        Some(ServerSocket { inode: f[9].parse().ok()?, rx_queue })
+    })
+}
+
+/// Whether this process still holds the socket `inode` open.
+fn fd_open(inode: u64) -> bool {
+    let target = format!("socket:[{inode}]");
+    std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd (Linux)")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .any(|link| link.to_str() == Some(target.as_str()))
+}
+
+/// Polls `check` until it gives a value; fails the test after [`ANSWER_DEADLINE`].
+async fn poll<T>(mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < ANSWER_DEADLINE, "condition not reached within {ANSWER_DEADLINE:?}");
+        // Polling interval (bounded by the deadline above).
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -610,13 +663,16 @@ async fn truncated_and_aborted_bodies_are_never_ingested() {
         }
         let mut stream = stream;
         stream.write_all(&request).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The server has read all that was sent (it is now waiting for the rest of the body)...
+        let client = stream.local_addr().unwrap();
+        let inode = poll(|| server_socket(api.addr, client).filter(|s| s.rx_queue == 0).map(|s| s.inode)).await;
         stream.set_zero_linger().unwrap();
         drop(stream);
+        // ...and, after the reset, has let go of the connection: its handler is done with this request.
+        poll(|| (!fd_open(inode)).then_some(())).await;
+        assert_nothing_written(&stack, &format!("a client gone mid-body (chunked: {chunked})")).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     api.assert_serving().await;
-    assert_nothing_written(&stack, "a client gone mid-body").await;
 
     // Control: the whole body, the same way, is accepted with its 10 rows.
     let mut request = post_head("text/csv", &format!("Content-Length: {}\r\n", csv.len())).into_bytes();
@@ -732,7 +788,8 @@ async fn formula_cells_are_escaped_in_the_output_csv_and_kept_as_they_are_by_the
     let (code, accepted) = api.upload(Some("text/csv"), csv).await;
     assert_eq!(code, 202, "{accepted}");
     let id = accepted["requestId"].as_str().unwrap().to_string();
-    let status = api.wait_for(&id, Duration::from_secs(60), |s| s["status"] == "completed").await;
+    let status = api.wait_final(&stack, &id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "completed", "{status}");
     let n = names.len();
     assert_eq!(status["counts"], json!({"products": n, "images": n, "processed": n, "succeeded": n, "failed": 0}));
     let got: Vec<&str> =
@@ -796,7 +853,8 @@ async fn image_urls_that_are_not_images_fail_only_themselves_each_with_its_reaso
     assert_eq!(code, 202, "{accepted}");
     assert_eq!(accepted["totalImages"], 11);
     let id = accepted["requestId"].as_str().unwrap().to_string();
-    let status = api.wait_for(&id, Duration::from_secs(60), |s| s["status"] == "failed").await;
+    let status = api.wait_final(&stack, &id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "failed", "{status}");
     assert_eq!(
         status["counts"],
         json!({"products": 4, "images": 11, "processed": 11, "succeeded": 2, "failed": 9}),
@@ -889,6 +947,7 @@ async fn stalled_and_failing_image_servers_are_retried_dead_lettered_and_lose_no
     let start = Instant::now();
     while stack.dlq_depth().await < 3 {
         assert!(start.elapsed() < Duration::from_secs(40), "not dead-lettered: {}", stack.dlq_depth().await);
+        // Polling interval (bounded by the deadline above).
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (_, status) = api.get_json(&format!("/requests/{id}")).await;
@@ -915,7 +974,9 @@ async fn stalled_and_failing_image_servers_are_retried_dead_lettered_and_lose_no
     let dlq_name = format!("{}-dlq", imgpipe_local::queue_name(&stack.app.config.queue_url));
     let dlq = stack.sqs.get_queue_url().queue_name(dlq_name).send().await.unwrap().queue_url.unwrap();
     let mut moved = 0;
+    let start = Instant::now();
     while moved < 3 {
+        assert!(start.elapsed() < Duration::from_secs(20), "only {moved} of 3 dead-lettered messages received");
         let out = stack.sqs.receive_message().queue_url(&dlq).max_number_of_messages(10).wait_time_seconds(1).send();
         for m in out.await.unwrap().messages.unwrap_or_default() {
             let body = m.body().unwrap();
@@ -931,7 +992,8 @@ async fn stalled_and_failing_image_servers_are_retried_dead_lettered_and_lose_no
             moved += 1;
         }
     }
-    let status = api.wait_for(&id, Duration::from_secs(30), |s| s["status"] == "completed").await;
+    let status = api.wait_final(&stack, &id, Duration::from_secs(30)).await;
+    assert_eq!(status["status"], "completed", "{status}");
     assert_eq!(status["counts"], json!({"products": 2, "images": 4, "processed": 4, "succeeded": 4, "failed": 0}));
     for path in ["/error.jpg", "/silent.jpg", "/slow.jpg"] {
         assert_eq!(server.hits_of(path), 4, "{path}");

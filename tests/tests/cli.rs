@@ -40,6 +40,7 @@ fn cli_binary() -> &'static Path {
                 let _ = child.kill();
                 panic!("cargo build -p imgpipe-cli did not finish within 15 minutes");
             }
+            // Polling the build (bounded by the deadline above).
             std::thread::sleep(Duration::from_millis(200));
         };
         let messages = std::fs::read_to_string(&log).unwrap();
@@ -211,6 +212,7 @@ async fn submit_wait_download_and_status_of_a_completed_request() {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(20), "webhook not delivered: {request:?}");
+        // Polling interval (bounded by the deadline above).
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -492,11 +494,20 @@ async fn presigned_submit(
             break head.e_tag().unwrap_or_default().trim_matches('"').to_string();
         }
         assert!(start.elapsed() < Duration::from_secs(30), "{key} never landed in {bucket}");
+        // Polling interval (bounded by the deadline above).
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(stack.object(&bucket, &key).await.as_deref(), Some(contents.as_bytes()));
-    // Let the CLI poll a few times before the request exists.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The CLI must have polled for the request while it did not exist yet (answered 404) and kept waiting:
+    // it says so once, on stdout.
+    let waiting = "waiting for the uploaded file to be ingested";
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !first.lines().any(|l| l == waiting) {
+            assert_ne!(stdout.read_line(&mut first).await.unwrap(), 0, "the CLI ended early: {first}");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the CLI did not poll for the not-yet-ingested request: {first}"));
     let ingested = imgpipe_upload::s3::handle_event(&stack.app, s3_event(&bucket, &key, &etag), Default::default())
         .await
         .expect("S3 event handled");
