@@ -188,6 +188,9 @@ async fn every_event_file_runs_through_its_handler() {
                 let response = imgpipe_worker::handle(&stack.app, event).await;
                 assert!(response.batch_item_failures.is_empty(), "{name}: {:?}", response.batch_item_failures);
                 assert_eq!(images.hits(), 2, "{name}: each image fetched once");
+                // The worker finished the request itself (read before the status events below run).
+                let stored = stack.stored_request(request_id.as_str()).await;
+                assert_eq!(stored.get_str("status").unwrap(), "completed", "{name}: {stored:?}");
             }
             "status-api-get.json" | "status-api-get-alias.json" => {
                 let (code, content_type, body) = invoke_status(&stack, name, event).await;

@@ -26,16 +26,6 @@ fn csv_for(server: &ImageServer, tag: &str) -> String {
     csv
 }
 
-async fn take_messages(stack: &Stack, n: usize) -> Vec<aws_sdk_sqs::types::Message> {
-    let mut messages = Vec::new();
-    let start = Instant::now();
-    while messages.len() < n {
-        assert!(start.elapsed() < Duration::from_secs(20), "only {} of {n} messages arrived", messages.len());
-        messages.extend(stack.receive(1).await);
-    }
-    messages
-}
-
 fn record(body: &str, id: String) -> aws_lambda_events::event::sqs::SqsMessage {
     let mut m = aws_lambda_events::event::sqs::SqsMessage::default();
     m.message_id = Some(id);
@@ -86,7 +76,10 @@ async fn every_message_delivered_twice_in_parallel_gives_the_single_delivery_sta
     // Same CSV shape, every message delivered twice, all at the same time.
     let (_, twice) = stack.upload("text/csv", csv_for(&server, "twice")).await;
     let twice = request_id(&twice).to_string();
-    let messages = take_messages(&stack, 6).await;
+    let messages = stack.take_messages(6).await;
+    // No copy gets its image before all twelve have asked for theirs: every pair really ran in parallel.
+    let paths: Vec<String> = (1..=3).flat_map(|r| [format!("/twice/{r}-0.jpg"), format!("/twice/{r}-1.png")]).collect();
+    server.hold_until(12, &paths.iter().map(String::as_str).collect::<Vec<_>>());
     let handles: Vec<_> = messages
         .iter()
         .flat_map(|m| [0, 1].map(|copy| (m.body().unwrap().to_string(), format!("{}-{copy}", m.message_id().unwrap()))))
@@ -100,6 +93,10 @@ async fn every_message_delivered_twice_in_parallel_gives_the_single_delivery_sta
     for h in handles {
         assert!(h.await.unwrap().batch_item_failures.is_empty());
     }
+    for path in &paths {
+        assert_eq!(server.hits_of(path), 2, "{path}: both copies found the image pending and fetched it");
+    }
+    // Read from MongoDB and S3 directly, before any status call.
     let mut a = final_state(&stack, &once).await;
     let mut b = final_state(&stack, &twice).await;
     for state in [&mut a, &mut b] {
@@ -118,26 +115,37 @@ async fn a_worker_killed_between_the_s3_put_and_the_mongodb_update_is_counted_on
     let (_, body) = stack.upload("text/csv", csv_for(&server, "k")).await;
     let id = request_id(&body).to_string();
     stack.app.faults.arm("worker.after_put");
-    let messages = take_messages(&stack, 6).await;
+    let messages = stack.take_messages(6).await;
     let failed = stack.work(&messages).await;
     assert_eq!(failed.len(), 1, "exactly the killed delivery is retried");
-    let (_, status) = stack.status(&id).await;
-    assert_eq!(status["counts"]["processed"], 5);
-    assert_eq!(status["status"], "processing");
+    let request = stack.stored_request(&id).await;
+    assert_eq!(request.get_str("status").unwrap(), "processing");
+    let rows: Vec<Document> =
+        stack.request_data().find(doc! {"requestId": &id}).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.get_i64("settledImages").unwrap()).sum::<i64>(),
+        5,
+        "the killed image is not counted"
+    );
     stack.drain(Duration::from_secs(30)).await; // the message comes back after the visibility timeout
+    // Read from MongoDB and S3 directly, before any status call.
+    let request = stack.stored_request(&id).await;
+    assert_eq!(request.get_str("status").unwrap(), "completed", "{request:?}");
+    assert_eq!((request.get_i64("succeededImages").unwrap(), request.get_i64("failedImages").unwrap()), (6, 0));
+    let objects = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/{id}/")).await;
+    let mut want: Vec<String> = (1..=3).flat_map(|r| [0, 1].map(|i| format!("outputs/{id}/{r}-{i}.jpg"))).collect();
+    want.push(format!("outputs/{id}/output.csv"));
+    assert_eq!(objects, want, "one object per image and the output CSV, none missing or extra");
+    for key in &want[..6] {
+        let jpeg = stack.object(&stack.app.config.outputs_bucket, key).await.unwrap();
+        assert_eq!(image::guess_format(&jpeg).unwrap(), image::ImageFormat::Jpeg, "{key}");
+    }
     let (_, status) = stack.status(&id).await;
     assert_eq!(status["status"], "completed");
     assert_eq!(
         status["counts"],
         serde_json::json!({"products": 3, "images": 6, "processed": 6, "succeeded": 6, "failed": 0})
     );
-    let objects = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/{id}/")).await;
-    assert_eq!(objects.len(), 7, "6 images + the output CSV, none duplicated: {objects:?}");
-    let rewritten: usize = (1..=3)
-        .flat_map(|r| (0..2).map(move |i| (r, i)))
-        .map(|(r, i)| stack.puts_of(&format!("outputs/{id}/{r}-{i}.jpg")))
-        .sum();
-    assert_eq!(rewritten, 7, "the killed image was written twice (same key), the others once");
 }
 
 async fn outage_case(kind: &str) {
@@ -157,7 +165,7 @@ async fn outage_case(kind: &str) {
     let (code, body) = stack.upload("text/csv", csv_for(&server, kind)).await;
     assert_eq!(code, 202, "{body}");
     let id = request_id(&body).to_string();
-    let messages = take_messages(&stack, 6).await;
+    let messages = stack.take_messages(6).await;
     assert!(stack.work(&messages[..2]).await.is_empty());
 
     proxy.down();
@@ -166,6 +174,9 @@ async fn outage_case(kind: &str) {
     proxy.up().await;
 
     stack.drain(Duration::from_secs(60)).await;
+    let request = stack.stored_request(&id).await;
+    assert_eq!(request.get_str("status").unwrap(), "completed", "{kind}: {request:?}");
+    assert_eq!((request.get_i64("succeededImages").unwrap(), request.get_i64("failedImages").unwrap()), (6, 0));
     let (code, status) = stack.status(&id).await;
     assert_eq!(code, 200);
     assert_eq!(status["status"], "completed", "{status}");
@@ -205,8 +216,8 @@ async fn poison_messages_end_in_the_dead_letter_queue_without_blocking_their_bat
         let messages = stack.receive(1).await;
         stack.work(&messages).await;
     }
-    let (_, status) = stack.status(&id).await;
-    assert_eq!(status["status"], "completed", "the good image in the same batches was processed");
+    let request = stack.stored_request(&id).await;
+    assert_eq!(request.get_str("status").unwrap(), "completed", "the good image in the same batches was processed");
     assert_eq!(stack.queue_depth().await, 0);
 }
 
@@ -246,19 +257,23 @@ async fn load_run_loses_and_duplicates_nothing() {
     let requests = futures::future::join_all(uploads).await;
     let total: u64 = requests.iter().map(|r| r.1).sum();
     assert_eq!(total as usize, big / 5 * 5 + 7 * (big / 50).max(1) * 5);
+    // Completion as the workers stored it (MongoDB, not the status API, which must not be what finishes a
+    // request).
     let mut done: Vec<(String, u64, Duration)> = Vec::new();
     while done.len() < requests.len() {
         assert!(start.elapsed() < Duration::from_secs(600), "load run did not finish in 10 minutes");
+        // Polling interval of this loop (bounded by the deadline above).
         tokio::time::sleep(Duration::from_millis(250)).await;
         for (id, images, t0) in &requests {
             if done.iter().any(|d| &d.0 == id) {
                 continue;
             }
-            let (_, status) = stack.status(id).await;
-            if status["status"] == "completed" || status["status"] == "failed" {
-                assert_eq!(status["status"], "completed", "{id}");
-                assert_eq!(status["counts"]["processed"].as_u64(), Some(*images), "{id}");
-                assert_eq!(status["counts"]["succeeded"].as_u64(), Some(*images), "{id}");
+            let request = stack.stored_request(id).await;
+            let state = request.get_str("status").unwrap();
+            if state == "completed" || state == "failed" {
+                assert_eq!(state, "completed", "{id}");
+                let counts = (request.get_i64("succeededImages").unwrap(), request.get_i64("failedImages").unwrap());
+                assert_eq!(counts, (*images as i64, 0), "{id}");
                 done.push((id.clone(), *images, t0.elapsed()));
             }
         }
@@ -270,7 +285,8 @@ async fn load_run_loses_and_duplicates_nothing() {
     }
     for (id, images, _) in &done {
         let objects = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/{id}/")).await;
-        assert!(objects.len() as u64 >= (*images).min(1000), "{id}: {} objects", objects.len());
+        assert_eq!(objects.len() as u64, images + 1, "{id}: one object per image and the output CSV");
+        assert!(objects.contains(&format!("outputs/{id}/output.csv")), "{id}");
         let rows: Vec<Document> =
             stack.request_data().find(doc! {"requestId": id}).await.unwrap().try_collect().await.unwrap();
         let settled: i64 = rows.iter().map(|r| r.get_i64("settledImages").unwrap()).sum();
@@ -299,7 +315,7 @@ async fn a_request_whose_finaliser_died_is_finalised_by_the_next_status_poll() {
     let (_, body) = stack.upload("text/csv", format!("S. No.,Product Name,Input Image Urls\n1,A,{a}\n")).await;
     let id = request_id(&body).to_string();
     stack.app.faults.arm("worker.before_final_status");
-    let messages = take_messages(&stack, 1).await;
+    let messages = stack.take_messages(1).await;
     assert_eq!(stack.work(&messages).await.len(), 1, "the finaliser failed, so its message is retried");
     // ...but the message is lost (dead-lettered, say): nothing will redeliver it.
     stack.sqs.purge_queue().queue_url(&stack.app.config.queue_url).send().await.unwrap();
@@ -311,12 +327,11 @@ async fn a_request_whose_finaliser_died_is_finalised_by_the_next_status_poll() {
     assert_eq!(status["status"], "completed");
     assert_eq!(status["counts"]["succeeded"], 1);
     assert!(status["outputCsvUrl"].is_string());
-    assert_eq!(
-        stack.puts_of(&format!("outputs/{id}/output.csv")),
-        2,
-        "written by the failed finaliser, then once more"
-    );
+    let csv_key = format!("outputs/{id}/output.csv");
+    let stored = stack.object(&stack.app.config.outputs_bucket, &csv_key).await.expect("the output CSV is stored");
+    assert_eq!(csv::Reader::from_reader(stored.as_slice()).records().count(), 1, "one product row");
+    let writes = stack.puts_of(&csv_key);
     let (_, again) = stack.status(&id).await;
     assert_eq!(again["completedAt"], status["completedAt"]);
-    assert_eq!(stack.puts_of(&format!("outputs/{id}/output.csv")), 2);
+    assert_eq!(stack.puts_of(&csv_key), writes, "a finalised request is not finalised again");
 }

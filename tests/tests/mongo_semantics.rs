@@ -71,10 +71,11 @@ async fn dates_and_bools_set_by_update_keep_their_bson_types() {
     assert_eq!(r.matched_count, 0);
 }
 
-/// FerretDB 1.x returns 0 for every `$group` accumulator after the first; the repository therefore sums with one
-/// accumulator per pipeline. When this test starts failing on FerretDB, the divergence is gone.
+/// FerretDB 1.x returns 0 for every `$group` accumulator after the first. This pins the divergence on the server
+/// the stack runs (when it starts failing on FerretDB, the divergence is gone); the next test checks that the
+/// code's own sums are right on it anyway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn group_with_two_accumulators_is_avoided_on_ferretdb() {
+async fn ferretdb_zeroes_every_group_accumulator_after_the_first() {
     let stack = Stack::new("group").await;
     let col = stack.db.collection::<Document>("c");
     col.insert_many([doc! {"k": 1, "a": 2_i64, "b": 3_i64}, doc! {"k": 1, "a": 4_i64, "b": 5_i64}]).await.unwrap();
@@ -83,8 +84,41 @@ async fn group_with_two_accumulators_is_avoided_on_ferretdb() {
     let got: Vec<Document> = col.aggregate(pipeline).await.unwrap().try_collect().await.unwrap();
     let b = got[0].get("b").and_then(Bson::as_i64).or_else(|| got[0].get("b").and_then(Bson::as_i32).map(i64::from));
     if server_is_ferretdb(&stack.db).await {
-        assert_eq!(b, Some(0), "FerretDB now sums a second accumulator: the one-accumulator workaround can go");
+        assert_eq!(b, Some(0), "FerretDB now sums a second accumulator: the divergence is gone");
     } else {
         assert_eq!(b, Some(8));
     }
+}
+
+/// The repository's exact counts (`Repository::tally`, what finalisation and the status API report) are right on
+/// this server, whatever its `$group` does: rows with different numbers of images, some failed, some pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repository_sums_settled_and_failed_images_exactly_on_this_server() {
+    use imgpipe_core::domain::{ImageJob, ImageUrl, RequestId};
+    use imgpipe_core::ports::ImageResult;
+    let stack = Stack::new("tally").await;
+    // Rows of 1, 2, 3 and 4 images (URLs nothing fetches: the images are settled below, by hand).
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
+    for r in 1..=4_i64 {
+        let urls: Vec<String> = (0..r).map(|i| format!("http://127.0.0.1:9/{r}-{i}.jpg")).collect();
+        csv.push_str(&format!("{r},P{r},\"{}\"\n", urls.join(",")));
+    }
+    let (code, body) = stack.upload("text/csv", csv).await;
+    assert_eq!(code, 202, "{body}");
+    let id = RequestId::parse(body["requestId"].as_str().unwrap()).unwrap();
+    // Settled: row 2 both (one failed), row 3 all three (two failed), row 4 one succeeded; row 1 stays pending.
+    let outcomes = [(2, 0, true), (2, 1, false), (3, 0, false), (3, 1, true), (3, 2, false), (4, 3, true)];
+    for (serial, index, ok) in outcomes {
+        let url = ImageUrl::parse(&format!("http://127.0.0.1:9/{serial}-{index}.jpg")).unwrap();
+        let job = ImageJob { request_id: id.clone(), serial_number: serial, index, url, shard: 0 };
+        let result = if ok {
+            let key = job.output_key();
+            ImageResult::Succeeded { output_url: format!("http://127.0.0.1:9/{key}"), output_key: key }
+        } else {
+            ImageResult::Failed { reason: "HTTP 404".into() }
+        };
+        assert!(stack.app.repo.settle_image(&job, &result).await.unwrap().is_some());
+    }
+    let tally = stack.app.repo.tally(&id).await.unwrap();
+    assert_eq!((tally.settled, tally.failed), (6, 3), "{tally:?}");
 }

@@ -196,6 +196,7 @@ async fn redelivered_message_does_not_change_counts() {
     let id = request_id(&body);
     let bodies = stack.drain(Duration::from_secs(30)).await;
     assert_eq!(bodies.len(), 2);
+    assert_eq!(stack.stored_request(id.as_str()).await.get_str("status").unwrap(), "completed");
     let (_, before) = stack.status(id.as_str()).await;
     assert_eq!(before["status"], "completed");
     let request_before = stack.requests().find_one(doc! {"requestId": id.as_str()}).await.unwrap().unwrap();
@@ -236,6 +237,7 @@ async fn a_bad_image_fails_only_itself_and_is_recorded_with_its_reason() {
     let id = request_id(&body);
     let processed = stack.drain(Duration::from_secs(30)).await;
     assert_eq!(processed.len(), 4, "permanent failures are consumed, not retried");
+    assert_eq!(stack.stored_request(id.as_str()).await.get_str("status").unwrap(), "failed");
 
     let (_, status) = stack.status(id.as_str()).await;
     assert_eq!(status["status"], "failed");

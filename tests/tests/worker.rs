@@ -17,26 +17,7 @@ fn record(body: &str, id: &str) -> aws_lambda_events::event::sqs::SqsMessage {
 async fn upload_and_take_messages(stack: &Stack, csv: String, expected: usize) -> (String, Vec<String>) {
     let (code, body) = stack.upload("text/csv", csv).await;
     assert_eq!(code, 202, "{body}");
-    (request_id(&body).to_string(), take_bodies(stack, expected).await)
-}
-
-/// Receives `n` messages and deletes them, returning their bodies (to deliver them by hand).
-async fn take_bodies(stack: &Stack, n: usize) -> Vec<String> {
-    let mut bodies = Vec::new();
-    while bodies.len() < n {
-        for m in stack.receive(1).await {
-            stack
-                .sqs
-                .delete_message()
-                .queue_url(&stack.app.config.queue_url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-            bodies.push(m.body().unwrap().to_string());
-        }
-    }
-    bodies
+    (request_id(&body).to_string(), stack.take_bodies(expected).await)
 }
 
 /// One webhook call: signature header, request-id header, body.
@@ -82,18 +63,29 @@ async fn the_same_message_delivered_twice_in_parallel_counts_once() {
     let a = server.serve("/a.jpg", "image/jpeg", jpeg(&photo(300, 200, 1), 95));
     let (id, bodies) =
         upload_and_take_messages(&stack, format!("S. No.,Product Name,Input Image Urls\n1,A,{a}\n"), 1).await;
+    // Neither delivery gets the image until both have asked for it: both found it pending, and both record it.
+    server.hold_until(2, &["/a.jpg"]);
     let event = imgpipe_local::sqs_event(vec![record(&bodies[0], "m1")]);
     let twin = imgpipe_local::sqs_event(vec![record(&bodies[0], "m1-again")]);
     let (r1, r2) = tokio::join!(imgpipe_worker::handle(&stack.app, event), imgpipe_worker::handle(&stack.app, twin));
     assert!(r1.batch_item_failures.is_empty() && r2.batch_item_failures.is_empty());
+    assert_eq!(server.hits_of("/a.jpg"), 2, "the race did not happen: both deliveries should have fetched the image");
+
+    // What the workers stored, before any status call.
+    let request = stack.stored_request(&id).await;
+    assert_eq!(request.get_str("status").unwrap(), "completed", "{request:?}");
+    assert_eq!((request.get_i64("succeededImages").unwrap(), request.get_i64("failedImages").unwrap()), (1, 0));
+    let row = stack.request_data().find_one(doc! {"requestId": &id}).await.unwrap().unwrap();
+    assert_eq!(row.get_i64("settledImages").unwrap(), 1);
+    let csv_key = format!("outputs/{id}/output.csv");
+    let keys = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/{id}/")).await;
+    assert_eq!(keys, [format!("outputs/{id}/1-0.jpg"), csv_key.clone()]);
+    assert_eq!(stack.puts_of(&csv_key), 1, "output CSV written once");
 
     let (_, status) = stack.status(&id).await;
     assert_eq!(status["status"], "completed");
     assert_eq!(status["counts"]["processed"], 1);
     assert_eq!(status["counts"]["succeeded"], 1);
-    let row = stack.request_data().find_one(doc! {"requestId": &id}).await.unwrap().unwrap();
-    assert_eq!(row.get_i64("settledImages").unwrap(), 1);
-    assert_eq!(stack.puts_of(&format!("outputs/{id}/output.csv")), 1, "output CSV written once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -114,17 +106,31 @@ async fn the_last_two_images_finishing_together_finalise_once_with_one_webhook()
         let (code, body) = imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, req).await);
         assert_eq!(code, 202, "{body}");
         let id = request_id(&body).to_string();
-        let bodies = take_bodies(&stack, 2).await;
+        let bodies = stack.take_bodies(2).await;
+        // Both images are fetched at the same time, so both are being compressed and recorded together.
+        server.hold_until(2, &["/a.jpg", "/b.jpg"]);
         let (r1, r2) = tokio::join!(
             imgpipe_worker::handle(&stack.app, imgpipe_local::sqs_event(vec![record(&bodies[0], "x")])),
             imgpipe_worker::handle(&stack.app, imgpipe_local::sqs_event(vec![record(&bodies[1], "y")])),
         );
         assert!(r1.batch_item_failures.is_empty() && r2.batch_item_failures.is_empty(), "round {round}");
+        assert_eq!((server.hits_of("/a.jpg"), server.hits_of("/b.jpg")), (round + 1, round + 1), "round {round}");
+
+        // What the workers stored, before any status call.
+        let request = stack.stored_request(&id).await;
+        assert_eq!(request.get_str("status").unwrap(), "completed", "round {round}: {request:?}");
+        assert_eq!(request.get_i64("succeededImages").unwrap(), 2, "round {round}");
+        let csv_key = format!("outputs/{id}/output.csv");
+        assert!(stack.object(&stack.app.config.outputs_bucket, &csv_key).await.is_some(), "round {round}");
+        assert_eq!(stack.puts_of(&csv_key), 1, "round {round}: output CSV written once");
+        assert_eq!(hook.calls.lock().unwrap().len(), 1, "round {round}: one webhook call");
+        let webhook = request.get_document("webhook").unwrap();
+        assert_eq!(webhook.get_str("state").unwrap(), "delivered", "round {round}");
+        assert_eq!(webhook.get_array("attempts").unwrap().len(), 1, "round {round}");
+
         let (_, status) = stack.status(&id).await;
         assert_eq!(status["status"], "completed", "round {round}");
         assert_eq!(status["counts"]["succeeded"], 2, "round {round}");
-        assert_eq!(stack.puts_of(&format!("outputs/{id}/output.csv")), 1, "round {round}: output CSV written once");
-        assert_eq!(hook.calls.lock().unwrap().len(), 1, "round {round}: one webhook call");
     }
 }
 
@@ -143,14 +149,20 @@ async fn a_webhook_that_fails_twice_is_retried_signed_and_recorded() {
     let (code, body) = imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, req).await);
     assert_eq!(code, 202, "{body}");
     let id = request_id(&body).to_string();
+    let sent_after = unix_seconds();
     stack.drain(Duration::from_secs(30)).await;
+    let sent_before = unix_seconds();
 
     let calls = hook.calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 3, "two failures, then success");
-    for (signature, request_header, body) in &calls {
-        let signature = signature.as_deref().expect("signed");
-        assert!(imgpipe_core::webhook::verify(b"test-webhook-secret", signature, body), "{signature}");
-        assert!(!imgpipe_core::webhook::verify(b"wrong-secret", signature, body));
+    for (header, request_header, body) in &calls {
+        // `t=<unix seconds>,v1=<hex>`: the signature of this body at that time (`signature` itself is checked
+        // against an independent vector below), sent while the request was being worked.
+        let header = header.as_deref().expect("signed");
+        let t: i64 = header.strip_prefix("t=").and_then(|h| h.split(',').next()).unwrap().parse().unwrap();
+        assert!((sent_after..=sent_before).contains(&t), "{header}: timestamp outside {sent_after}..={sent_before}");
+        assert_eq!(header, imgpipe_core::webhook::signature(b"test-webhook-secret", t, body));
+        assert_ne!(header, imgpipe_core::webhook::signature(b"wrong-secret", t, body));
         assert_eq!(request_header.as_deref(), Some(id.as_str()));
         let summary: serde_json::Value = serde_json::from_slice(body).unwrap();
         assert_eq!(summary["event"], "request.completed");
@@ -169,6 +181,29 @@ async fn a_webhook_that_fails_twice_is_retried_signed_and_recorded() {
         .map(|a| a.as_document().unwrap().get_i32("status").unwrap())
         .collect();
     assert_eq!(statuses, [500, 500, 200]);
+}
+
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// The signature against vectors computed outside this code base, with Python's standard library:
+/// `hmac.new(secret, b"<t>." + body, hashlib.sha256).hexdigest()` (the body's bytes exactly as below, UTF-8).
+#[test]
+fn the_webhook_signature_matches_independently_computed_vectors() {
+    use imgpipe_core::webhook::signature;
+    let body = r#"{"event":"request.completed","productName":"Café, \"bleu\""}"#;
+    assert_eq!(
+        signature(b"test-webhook-secret", 1_700_000_000, body.as_bytes()),
+        "t=1700000000,v1=b1c1a0d09757d61d35c84c1c9786f60af7c9cca6c9918a9a4ab03aa86d41d856"
+    );
+    let body = r#"{"event":"request.completed","requestId":"0192f5e4-7a39-7c1e-9f55-2b1d0c3e4a5b"}"#;
+    assert_eq!(
+        signature(b"test-webhook-secret", 1_700_000_000, body.as_bytes()),
+        "t=1700000000,v1=92059a23c6ff3c9b45125240086d31eff0a82e8b44ec0aace740d2ef8a3b0a2d"
+    );
+    // An empty secret and body: the HMAC of "0.".
+    assert_eq!(signature(b"", 0, b""), "t=0,v1=b849d5a581847b281957065739df36df2463d1977ea8d6e1e4e6cf33fadc68c3");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +245,7 @@ async fn a_transient_failure_is_retried_then_dead_lettered() {
     // A poison message (not JSON) is reported failed, without blocking the good record in its batch.
     let good = server.serve("/ok.jpg", "image/jpeg", jpeg(&photo(10, 10, 1), 90));
     let (_, body) = stack.upload("text/csv", format!("S. No.,Product Name,Input Image Urls\n1,B,{good}\n")).await;
-    let messages = stack.receive(1).await;
+    let messages = stack.take_messages(1).await;
     assert_eq!(messages.len(), 1);
     let response = imgpipe_worker::handle(
         &stack.app,
@@ -219,25 +254,35 @@ async fn a_transient_failure_is_retried_then_dead_lettered() {
     .await;
     let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, ["poison"]);
-    let (_, status) = stack.status(request_id(&body).as_str()).await;
-    assert_eq!(status["status"], "completed");
+    assert_eq!(stack.stored_request(request_id(&body).as_str()).await.get_str("status").unwrap(), "completed");
 }
 
 /// The progress counters: a request's images are dealt round-robin over `IMGPIPE_PROGRESS_SHARDS` documents, each
-/// ends at exactly its share, and the `Requests` document takes a few writes per request, not one per image.
+/// ends at exactly its share, and no document is written once per image (the `Requests` document least of all).
+/// How many writes each document takes is a benchmark figure (`make capacity`), not asserted here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn progress_is_counted_on_several_documents_and_the_request_document_is_not_written_per_image() {
+async fn progress_is_counted_on_several_documents_and_no_document_is_written_per_image() {
     let mut stack = Stack::with("shards", |c| c.progress_shards = 4).await;
+    // Every write, by the document it targets: collection and the filter's identifying fields.
     let writes: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut options = mongodb::options::ClientOptions::parse(&stack.app.config.mongodb_uri).await.unwrap();
     let seen = writes.clone();
     options.command_event_handler =
         Some(mongodb::event::EventHandler::callback(move |e: mongodb::event::command::CommandEvent| {
-            if let mongodb::event::command::CommandEvent::Started(s) = e
-                && matches!(s.command_name.as_str(), "update" | "findAndModify")
-            {
-                let collection = s.command.get_str(&s.command_name).unwrap_or_default().to_string();
-                seen.lock().unwrap().push(collection);
+            let mongodb::event::command::CommandEvent::Started(s) = e else { return };
+            let c = &s.command;
+            let filters: Vec<imgpipe_core::bson::Document> = match s.command_name.as_str() {
+                "findAndModify" => c.get_document("query").ok().cloned().into_iter().collect(),
+                "update" => c
+                    .get_array("updates")
+                    .map(|u| u.iter().filter_map(|u| u.as_document()?.get_document("q").ok().cloned()).collect())
+                    .unwrap_or_default(),
+                _ => return,
+            };
+            let collection = c.get_str(&s.command_name).unwrap_or_default();
+            for f in filters {
+                let id = ["requestId", "serialNumber", "shard"].map(|k| f.get(k).map(|v| v.to_string()));
+                seen.lock().unwrap().push(format!("{collection} {id:?}"));
             }
         }));
     let client = mongodb::Client::with_options(options).unwrap();
@@ -280,11 +325,14 @@ async fn progress_is_counted_on_several_documents_and_the_request_document_is_no
     assert_eq!(ends, vec![(11, 11), (11, 11), (10, 10), (10, 10)]);
 
     let writes = writes.lock().unwrap().clone();
-    let on = |c: &str| writes.iter().filter(|w| *w == c).count();
-    assert_eq!(on("RequestProgress"), 42, "one counter write per image");
-    // One `pending → processing` per counter, a lease claim by each worker that saw every counter complete (at most
-    // the batch's 4 at once), the final status: a bound set by the counters and the concurrency, not the images.
-    assert!(on("Requests") <= 4 + 4 + 1, "{} writes to the Requests document for 42 images", on("Requests"));
+    let mut per_document: std::collections::HashMap<&str, usize> = Default::default();
+    for w in &writes {
+        *per_document.entry(w.as_str()).or_default() += 1;
+    }
+    assert!(per_document.keys().any(|d| d.starts_with("Requests ")), "the Requests document's writes are seen");
+    assert!(per_document.keys().filter(|d| d.starts_with("RequestProgress ")).count() >= 4, "{per_document:?}");
+    let (busiest, most) = per_document.iter().max_by_key(|(_, n)| **n).unwrap();
+    assert!(*most < 42, "{busiest} took {most} writes for 42 images: {per_document:?}");
 }
 
 /// The exact counts come from one read of each row: while images fail, a recount never sees an image as failed
