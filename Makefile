@@ -7,7 +7,7 @@ SHELL := /bin/bash
 WITH_STACK := set -a && source .stack/env && set +a &&
 comma := ,
 
-.PHONY: help stack stop test demo local bench-ingest bench-pipeline bench-codec capacity build fmt lint
+.PHONY: help stack stop test check-mutations demo local bench-ingest bench-pipeline bench-codec capacity build fmt lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ stop: ## stop the local runner and the stack servers started by these scripts
 test: stack ## run the whole test suite against the local stack, then the OpenAPI contract check
 	$(WITH_STACK) cargo test --workspace --locked
 	$(WITH_STACK) bash scripts/contract.sh
+
+check-mutations: stack ## apply each tests/mutations/*.patch to a scratch copy; fail unless the test it names fails
+	$(WITH_STACK) bash scripts/check-mutations.sh
 
 demo: stack ## a sample CSV through the local runner: compressed images and an output CSV out
 	$(WITH_STACK) bash scripts/demo.sh
