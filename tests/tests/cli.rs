@@ -408,7 +408,8 @@ async fn a_request_with_a_missing_image_ends_failed_and_exits_1() {
     let outputs: Vec<&str> = rows[0][3].split(',').collect();
     assert_eq!(outputs.len(), 2);
     assert!(!outputs[0].is_empty() && outputs[1].is_empty(), "{rows:?}");
-    assert!(rows[0][4].contains("404"), "{rows:?}");
+    let reason = imgpipe_core::failure::FailureReason::HttpStatus.message();
+    assert_eq!(rows[0][4], format!("image 2: {reason}"), "{rows:?}");
 
     let run = imgpipe(&scratch.0, &["status", &id, "--api-url", &runner.url]).await;
     assert_eq!(run.code, 0, "status itself succeeds: {run}");

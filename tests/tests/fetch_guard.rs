@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use imgpipe_core::Config;
 use imgpipe_core::domain::ImageUrl;
+use imgpipe_core::failure::FailureReason;
 use imgpipe_core::fetch::{FetchError, Fetcher, FetcherError, MAX_REDIRECTS};
 use imgpipe_tests::{ImageServer, jpeg, photo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -427,8 +428,12 @@ async fn stalled_server_times_out_as_transient() {
     for path in ["/no-answer", "/headers-then-stall"] {
         let target = url(&server.url(path));
         let fetch = tokio::time::timeout(Duration::from_secs(30), fetcher.fetch(&target));
-        let message = assert_transient(fetch.await.unwrap_or_else(|_| panic!("{path}: the fetch never gave up")));
-        assert!(message.starts_with("fetch timed out"), "{path}: {message}");
+        match fetch.await.unwrap_or_else(|_| panic!("{path}: the fetch never gave up")) {
+            Err(FetchError::Transient(failure)) => {
+                assert_eq!(failure.reason, FailureReason::SourceTimeout, "{path}: {}", failure.detail)
+            }
+            other => panic!("{path}: expected a transient timeout, got {other:?}"),
+        }
     }
     assert_eq!(server.connections(), 2);
 }

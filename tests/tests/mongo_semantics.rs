@@ -115,7 +115,7 @@ async fn the_repository_sums_settled_and_failed_images_exactly_on_this_server() 
             let key = job.output_key();
             ImageResult::Succeeded { output_url: format!("http://127.0.0.1:9/{key}"), output_key: key }
         } else {
-            ImageResult::Failed { reason: "HTTP 404".into() }
+            ImageResult::Failed { reason: imgpipe_core::failure::FailureReason::HttpStatus }
         };
         assert!(stack.app.repo.settle_image(&job, &result).await.unwrap().is_some());
     }
