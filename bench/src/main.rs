@@ -2,7 +2,9 @@
 //! (made by scripts/bench/corpus.sh), and Pillow on the same files in the same run when it is importable
 //! (scripts/bench/pillow_ref.py), and prints per image and in total: MP/s (single-threaded, best of N), output
 //! bytes, a SSIMULACRA2 score of the output against the source, and the ratios imgpipe/Pillow; then the peak RSS of
-//! compressing the largest JPEG and PNG, each in a fresh child process.
+//! compressing the largest JPEG and PNG, each in a fresh child process. Files with an ICC profile (the corpus's
+//! `prof-*`) are scored against LittleCMS's conversion to sRGB, and get a table of their own (`colour`): speed and
+//! mean ΔE76 of both sides.
 //!
 //! Figures are printed, never asserted: the short mode (CI) only keeps the command from rotting.
 
@@ -17,6 +19,7 @@ use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use imgpipe_core::compress::{CompressError, CompressLimits, Compressed, compress};
 use serde::Deserialize;
 
+mod colour;
 mod dct_domain;
 use dct_domain::compress_in_dct_domain;
 
@@ -84,17 +87,24 @@ struct PillowResult {
     bytes: usize,
     output: PathBuf,
     error: Option<String>,
+    /// For a file with an ICC profile: its pixels converted to sRGB by LittleCMS (PNG), the score reference.
+    #[serde(default)]
+    reference: Option<PathBuf>,
 }
 
 struct Side {
     seconds: f64,
     bytes: usize,
     score: Option<f64>,
+    /// Profiled inputs only: mean ΔE76 against the LittleCMS reference.
+    delta_e: Option<f64>,
 }
 
 struct Row {
     name: String,
     jpeg_input: bool,
+    /// Has an ICC profile (scored against LittleCMS's conversion).
+    profiled: bool,
     megapixels: f64,
     ours: Result<Side, String>,
     pillow: Option<Result<Side, String>>,
@@ -132,13 +142,24 @@ fn codec(corpus: &Path, short: bool, quality: u8, repeat: usize, python: &str) {
     for (i, file) in files.iter().enumerate() {
         let input = std::fs::read(file).unwrap();
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
-        let reference = reference_pixels(&input);
+        // A profiled file is scored against LittleCMS's conversion (one that ignored the profile would score correct
+        // output below wrong output).
+        let lcms = pillow.as_ref().and_then(|run| run.results[i].reference.as_ref());
+        let lcms = lcms.and_then(|path| image::open(path).ok()).map(|image| image.to_rgb8());
+        let profiled = lcms.is_some();
+        let reference = lcms.map_or_else(|| reference_pixels(&input), Ok);
+        let delta_e = |jpeg: &[u8]| {
+            profiled
+                .then(|| reference.as_ref().ok().and_then(|r| colour::mean_delta_e(r, jpeg, SCORE_WINDOW)))
+                .flatten()
+        };
         let megapixels = reference.as_ref().map(|r| f64::from(r.width()) * f64::from(r.height()) / 1e6).unwrap_or(0.0);
         let side = |f: fn(&[u8], u8, CompressLimits) -> Result<Compressed, CompressError>| {
             time_ours(&input, quality, repeat, f).map(|(seconds, jpeg)| Side {
                 seconds,
                 bytes: jpeg.len(),
                 score: reference.as_ref().ok().and_then(|r| score(r, &jpeg)),
+                delta_e: delta_e(&jpeg),
             })
         };
         let ours = side(compress);
@@ -147,21 +168,38 @@ fn codec(corpus: &Path, short: bool, quality: u8, repeat: usize, python: &str) {
         let pillow = pillow.as_ref().map(|run| {
             let r = &run.results[i];
             match (&r.error, r.seconds) {
-                (None, Some(seconds)) => Ok(Side {
-                    seconds,
-                    bytes: r.bytes,
-                    score: std::fs::read(&r.output)
-                        .ok()
-                        .and_then(|jpeg| reference.as_ref().ok().and_then(|reference| score(reference, &jpeg))),
-                }),
+                (None, Some(seconds)) => {
+                    let jpeg = std::fs::read(&r.output).ok();
+                    Ok(Side {
+                        seconds,
+                        bytes: r.bytes,
+                        score: jpeg.as_ref().and_then(|jpeg| reference.as_ref().ok().and_then(|r| score(r, jpeg))),
+                        delta_e: jpeg.as_ref().and_then(|jpeg| delta_e(jpeg)),
+                    })
+                }
                 (error, _) => Err(error.clone().unwrap_or_else(|| "no result".into())),
             }
         });
-        rows.push(Row { name, jpeg_input, megapixels, ours, pillow, dct_domain });
+        rows.push(Row { name, jpeg_input, profiled, megapixels, ours, pillow, dct_domain });
     }
     print!("{}", table(&rows, pillow.is_some()));
     println!();
     print!("{}", dct_domain_table(&rows));
+    let profiled: Vec<colour::Profiled<'_>> = rows
+        .iter()
+        .filter(|r| r.profiled)
+        .filter_map(|r| match (&r.ours, &r.pillow) {
+            (Ok(o), Some(Ok(p))) => Some(colour::Profiled {
+                name: &r.name,
+                megapixels: r.megapixels,
+                ours: (o.seconds, o.delta_e),
+                pillow: (p.seconds, p.delta_e),
+            }),
+            _ => None,
+        })
+        .collect();
+    println!();
+    print!("{}", colour::table(&profiled));
 
     println!();
     println!("Peak RSS (VmHWM) of one compress in a fresh process, input bytes held as the worker holds them:");

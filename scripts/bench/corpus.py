@@ -6,8 +6,11 @@ and sample images inside the scikit-image wheel. Each photo is cropped to 4:3 an
 output and would compress unrealistically well. Then written as a phone would (JPEG q92 4:2:0, EXIF orientation 6
 for portrait shots), and as PNG with and without alpha and lossy WebP; plus generated edge cases (progressive, grey,
 CMYK, 4:4:4, odd sizes with orientation 8, 16-bit and palette PNG, a flat screenshot-like graphic, lossless WebP).
+Profiled inputs ("prof-" files): photos converted by LittleCMS into Adobe RGB and Display P3 (JPEG at 12 and 24 MP,
+PNG at 12 MP) and into a FOGRA39 CMYK press profile (JPEG, 6 MP), with the profile embedded, using the freely
+licensed profiles of tests/images/colour/profiles.
 
-usage: corpus.py --sources DIR --out DIR [--short]
+usage: corpus.py --sources DIR --profiles DIR --out DIR [--short]
 """
 
 import argparse
@@ -15,7 +18,7 @@ import io
 import os
 import sys
 
-from PIL import Image, ImageChops, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageFilter
 
 SIZES = {1: (1152, 864), 6: (2832, 2124), 12: (4032, 3024), 24: (5664, 4248)}
 WALLPAPERS = ["ColorfulCups", "Autumn", "EveningGlow", "FallenLeaf", "BytheWater", "Path"]
@@ -84,6 +87,31 @@ def save(out, name, im, fmt, **kw):
     print(f"  {name}: {im.size[0]}x{im.size[1]} {im.mode}, {os.path.getsize(path) / 1e6:.2f} MB", file=sys.stderr)
 
 
+def profiled(sources, profiles, out, short):
+    """Photos stored in wide-gamut and CMYK spaces with their ICC profile embedded, as cameras and editors write."""
+    read = lambda name: open(os.path.join(profiles, name), "rb").read()
+    adobe, p3, cmyk = read("compatibleWithAdobeRGB1998.icc"), read("DisplayP3.icm"), read("CMYK-FOGRA39L-argyll.icc")
+    srgb = ImageCms.createProfile("sRGB")
+
+    def into(im, icc, mode="RGB"):
+        return ImageCms.profileToProfile(im, srgb, ImageCms.ImageCmsProfile(io.BytesIO(icc)), outputMode=mode)
+
+    ps = photos(sources, short)
+    jpeg_sizes = [1] if short else [12, 24]
+    for s in jpeg_sizes:
+        name, path = ps[(s + 4) % len(ps)]
+        im = phone_photo(path, SIZES[s], s * 10 + 4)
+        save(out, f"prof-{s:02d}mp-jpeg-adobergb-{name}.jpg", into(im, adobe), "JPEG", quality=92, icc_profile=adobe)
+        save(out, f"prof-{s:02d}mp-jpeg-p3-{name}.jpg", into(im, p3), "JPEG", quality=92, icc_profile=p3)
+    s = 1 if short else 12
+    name, path = ps[(s + 5) % len(ps)]
+    im = phone_photo(path, SIZES[s], s * 10 + 5)
+    save(out, f"prof-{s:02d}mp-png-adobergb-{name}.png", into(im, adobe), "PNG", compress_level=6, icc_profile=adobe)
+    s = 1 if short else 6
+    im = phone_photo(path, SIZES[s], s * 10 + 6)
+    save(out, f"prof-{s:02d}mp-jpeg-cmyk-{name}.jpg", into(im, cmyk, "CMYK"), "JPEG", quality=90, icc_profile=cmyk)
+
+
 def build(sources, out, short):
     os.makedirs(out, exist_ok=True)
     ps = photos(sources, short)
@@ -135,10 +163,12 @@ def build(sources, out, short):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--sources", required=True)
+    p.add_argument("--profiles", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--short", action="store_true")
     a = p.parse_args()
     build(a.sources, a.out, a.short)
+    profiled(a.sources, a.profiles, a.out, a.short)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 #   scripts/bench/corpus.sh          -> .bench/corpus        (1-24 MP; wallpapers from Debian + scikit-image samples)
 #   scripts/bench/corpus.sh --short  -> .bench/corpus-short  (1 MP and small edge cases; scikit-image samples only)
 # Sources come from package registries only: `apt-get download plasma-workspace-wallpapers` (full corpus) and
-# `pip download scikit-image` (its wheel's skimage/data/). The images are made by scripts/bench/corpus.py (Pillow).
+# `pip download scikit-image` (its wheel's skimage/data/); ICC profiles from tests/images/colour/profiles. The images
+# are made by scripts/bench/corpus.py (Pillow).
 # Prints the corpus folder.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -46,7 +47,8 @@ fi
 
 blog "corpus: building $out"
 rm -rf "$out.tmp"
-"$BENCH_VENV/bin/python" "$BENCH_ROOT/scripts/bench/corpus.py" --sources "$src" --out "$out.tmp" $short
+"$BENCH_VENV/bin/python" "$BENCH_ROOT/scripts/bench/corpus.py" --sources "$src" \
+  --profiles "$BENCH_ROOT/tests/images/colour/profiles" --out "$out.tmp" $short
 printf '%s' "$recipe" >"$out.tmp/.built"
 rm -rf "$out" && mv "$out.tmp" "$out"
 echo "$out"

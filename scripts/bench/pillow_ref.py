@@ -3,8 +3,12 @@
 Does what imgpipe's compress does, the usual Pillow way: open from bytes, apply the EXIF orientation
 (ImageOps.exif_transpose, only when the orientation is not 1), flatten alpha onto white, reduce 16-bit grey to 8 bits,
 convert CMYK and palettes to RGB, save a JPEG at the given quality (Pillow's defaults: 4:2:0, standard tables, no
-Huffman optimisation, no metadata). Times the whole of that per file, single-threaded, best of --repeat runs, writes
-each output next to the others for the quality score, and prints JSON on stdout.
+Huffman optimisation, no metadata). An image with an embedded ICC profile is first converted to sRGB by LittleCMS
+(`ImageCms.profileToProfile`, as a colour-managed pipeline must; Pillow alone would drop the profile). Times the
+whole of that per file, single-threaded, best of --repeat runs, writes each output next to the others for the
+quality score, and prints JSON on stdout. For a profiled file it also writes the LittleCMS-converted pixels as a PNG
+(`reference`): the benchmark scores both sides against it, since a reference that ignored the profile would score
+correct output below wrong output.
 
 usage: pillow_ref.py --quality 50 --repeat 3 --out DIR FILE...
        pillow_ref.py --rss --quality 50 --out - FILE   (one compress; prints this process's peak RSS, VmHWM, in KiB)
@@ -18,13 +22,20 @@ import sys
 import time
 
 import PIL
-from PIL import Image, ImageOps, features
+from PIL import Image, ImageCms, ImageOps, features
+
+SRGB = ImageCms.createProfile("sRGB")
 
 
-def compress(data, quality):
+def prepare(data):
+    """Decoded, oriented, in sRGB, flattened, 8-bit: what gets encoded."""
     im = Image.open(io.BytesIO(data))
+    icc = im.info.get("icc_profile")
     if im.getexif().get(0x0112, 1) != 1:
         im = ImageOps.exif_transpose(im)
+    if icc and im.mode in ("RGB", "CMYK", "L"):
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        im = ImageCms.profileToProfile(im, source, SRGB, outputMode="L" if im.mode == "L" else "RGB")
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         im = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -33,6 +44,11 @@ def compress(data, quality):
         im = im.point(lambda v: v * (1 / 257)).convert("L")
     elif im.mode not in ("RGB", "L"):
         im = im.convert("RGB")
+    return im
+
+
+def compress(data, quality):
+    im = prepare(data)
     out = io.BytesIO()
     im.save(out, "JPEG", quality=quality)
     return out.getvalue()
@@ -71,7 +87,13 @@ def main():
         if error is None:
             with open(output, "wb") as f:
                 f.write(jpeg)
-        results.append({"file": path, "seconds": best, "bytes": len(jpeg), "output": output, "error": error})
+        reference = None
+        if error is None and Image.open(io.BytesIO(data)).info.get("icc_profile"):
+            reference = os.path.join(a.out, os.path.basename(path) + ".reference.png")
+            prepare(data).convert("RGB").save(reference)
+        results.append(
+            {"file": path, "seconds": best, "bytes": len(jpeg), "output": output, "error": error, "reference": reference}
+        )
     json.dump(
         {
             "pillow": PIL.__version__,
