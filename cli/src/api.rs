@@ -297,8 +297,13 @@ impl Api {
     }
 
     /// `POST /uploads/presign`.
-    pub async fn presign(&self) -> Result<Presigned, CliError> {
-        let request = self.http.post(self.url(&["uploads", "presign"])).timeout(CALL_TIMEOUT);
+    /// A presigned upload URL for a file of `size` bytes (the size is signed into the URL).
+    pub async fn presign(&self, size: u64) -> Result<Presigned, CliError> {
+        let request = self
+            .http
+            .post(self.url(&["uploads", "presign"]))
+            .json(&serde_json::json!({ "size": size }))
+            .timeout(CALL_TIMEOUT);
         let response = self.send(request, || "the API refused a presigned upload URL".into()).await?;
         json(response, "POST /uploads/presign").await
     }
@@ -314,7 +319,8 @@ impl Api {
             .or_else(|_| self.base.join(&presigned.upload_url))
             .map_err(|e| CliError::other(format!("the API gave an invalid upload URL: {e}")))?;
         let mut request = self.http.request(method, url.clone()).timeout(UPLOAD_TIMEOUT).body(csv);
-        for (name, value) in &presigned.headers {
+        // Content-Length comes from the body itself (the signed size is the file's).
+        for (name, value) in presigned.headers.iter().filter(|(n, _)| !n.eq_ignore_ascii_case("content-length")) {
             request = request.header(name.as_str(), value.as_str());
         }
         let request = request.build().map_err(|e| CliError::other(format!("invalid upload request: {e}")))?;

@@ -141,7 +141,7 @@ async fn submit(api: &Api, args: SubmitArgs) -> Result<u8, CliError> {
     let csv = std::fs::read(&args.file).map_err(|e| CliError::other(format!("cannot read {path}: {e}")))?;
     let size = csv.len() as u64;
     let (request_id, presigned) = if size > args.presign_over {
-        let presigned = api.presign().await?;
+        let presigned = api.presign(size).await?;
         if let Some(max) = presigned.max_bytes
             && size > max
         {

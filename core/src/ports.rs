@@ -10,14 +10,43 @@ use crate::error::Result;
 use crate::failure::FailureReason;
 use crate::model::{DailyImages, ListFilter, ProgressShard, RequestDoc, RowDoc, Tally, WebhookAttempt};
 
+/// An object read with a byte cap ([`BlobStore::get_bounded`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bounded {
+    Body(Vec<u8>),
+    /// Larger than the cap (the size, or at least how much was seen before stopping).
+    TooLarge(u64),
+    /// The object is no longer the one asked for (its ETag changed).
+    Replaced,
+    Missing,
+}
+
 /// Object storage (S3).
 #[async_trait]
 pub trait BlobStore: Send + Sync {
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<()>;
     /// `None` when the object does not exist.
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>>;
-    /// A time-limited PUT URL (the uploader must send the same `Content-Type`).
-    async fn presign_put(&self, bucket: &str, key: &str, content_type: &str, expires_in: Duration) -> Result<String>;
+    /// Reads at most `max_bytes` of the object, only if its ETag is still `etag` (when given). The default reads
+    /// the whole object; the S3 adapter checks the size before reading and stops as soon as the cap is passed.
+    async fn get_bounded(&self, bucket: &str, key: &str, max_bytes: u64, etag: Option<&str>) -> Result<Bounded> {
+        let _ = etag;
+        Ok(match self.get(bucket, key).await? {
+            None => Bounded::Missing,
+            Some(body) if body.len() as u64 > max_bytes => Bounded::TooLarge(body.len() as u64),
+            Some(body) => Bounded::Body(body),
+        })
+    }
+    /// A time-limited PUT URL for exactly `content_length` bytes: `Content-Type` and `Content-Length` are signed,
+    /// so S3 refuses any other size.
+    async fn presign_put(
+        &self,
+        bucket: &str,
+        key: &str,
+        content_type: &str,
+        content_length: u64,
+        expires_in: Duration,
+    ) -> Result<String>;
     /// A time-limited GET URL for a private object.
     async fn presign_get(&self, bucket: &str, key: &str, expires_in: Duration) -> Result<String>;
     /// The object's canonical (unsigned) URL.

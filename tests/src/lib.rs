@@ -51,8 +51,24 @@ impl BlobStore for CountingBlobs {
     async fn get(&self, bucket: &str, key: &str) -> imgpipe_core::Result<Option<Vec<u8>>> {
         self.inner.get(bucket, key).await
     }
-    async fn presign_put(&self, bucket: &str, key: &str, ct: &str, exp: Duration) -> imgpipe_core::Result<String> {
-        self.inner.presign_put(bucket, key, ct, exp).await
+    async fn get_bounded(
+        &self,
+        bucket: &str,
+        key: &str,
+        max: u64,
+        etag: Option<&str>,
+    ) -> imgpipe_core::Result<imgpipe_core::ports::Bounded> {
+        self.inner.get_bounded(bucket, key, max, etag).await
+    }
+    async fn presign_put(
+        &self,
+        bucket: &str,
+        key: &str,
+        ct: &str,
+        len: u64,
+        exp: Duration,
+    ) -> imgpipe_core::Result<String> {
+        self.inner.presign_put(bucket, key, ct, len, exp).await
     }
     async fn presign_get(&self, bucket: &str, key: &str, exp: Duration) -> imgpipe_core::Result<String> {
         self.inner.presign_get(bucket, key, exp).await

@@ -245,21 +245,24 @@ async fn a_crash_between_documents_and_messages_is_finished_by_the_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presigned_upload_lands_in_incoming_and_gets_the_announced_request_id() {
     let stack = Stack::new("presign").await;
-    let req = http::Request::builder().method("POST").uri("/uploads/presign").body(lambda_http::Body::Empty).unwrap();
+    let csv = "S. No.,Product Name,Input Image Urls\n1,A,https://img.example/1.jpg\n";
+    let size = serde_json::json!({"size": csv.len()}).to_string();
+    let req =
+        http::Request::builder().method("POST").uri("/uploads/presign").body(lambda_http::Body::from(size)).unwrap();
     let (code, body) = imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, req).await);
     assert_eq!(code, 200, "{body}");
     let url = body["uploadUrl"].as_str().unwrap();
     assert!(url.starts_with("http://127.0.0.1"), "{url}");
     let key = body["key"].as_str().unwrap();
     assert!(key.starts_with("incoming/") && key.ends_with(".csv"));
-    let csv = "S. No.,Product Name,Input Image Urls\n1,A,https://img.example/1.jpg\n";
     let put = reqwest::Client::new().put(url).header("content-type", "text/csv").body(csv).send().await.unwrap();
     assert!(put.status().is_success(), "{}", put.status());
+    let etag =
+        put.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().trim_matches('"').to_string();
     let stored = stack.object(&stack.app.config.uploads_bucket, key).await;
     assert_eq!(stored.as_deref(), Some(csv.as_bytes()));
 
-    let etag = "0123456789abcdef";
-    dispatch(&stack, s3_event(&stack.app.config.uploads_bucket, key, etag)).await;
+    dispatch(&stack, s3_event(&stack.app.config.uploads_bucket, key, &etag)).await;
     let (code, status) = stack.status(body["requestId"].as_str().unwrap()).await;
     assert_eq!(code, 200, "{status}");
     assert_eq!(status["counts"]["images"], 1);

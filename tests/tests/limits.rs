@@ -102,3 +102,127 @@ async fn the_queue_adapter_builds_batches_by_bytes_as_well_as_count() {
     stack.app.queue.send_jobs(&jobs).await.expect("every batch accepted");
     assert_eq!(stack.queue_depth().await, 10);
 }
+
+async fn presign(stack: &Stack, body: &str) -> (u16, Value) {
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/uploads/presign")
+        .body(lambda_http::Body::from(body.to_string()))
+        .unwrap();
+    imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, req).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presign_takes_the_size_refuses_it_over_the_limit_and_signs_it_into_the_url() {
+    let limit = 1024 * 1024;
+    let stack = Stack::with("limits-presign", |c| c.max_dropped_csv_bytes = limit).await;
+    let (code, body) = presign(&stack, &format!("{{\"size\": {limit}}}")).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["method"], "PUT");
+    assert_eq!(body["headers"]["Content-Length"], limit.to_string());
+    let url = reqwest::Url::parse(body["uploadUrl"].as_str().unwrap()).unwrap();
+    let signed = url.query_pairs().find(|(k, _)| k == "X-Amz-SignedHeaders").map(|(_, v)| v.into_owned());
+    assert!(signed.as_deref().unwrap_or_default().split(';').any(|h| h == "content-length"), "{url}");
+
+    let (code, body) = presign(&stack, &format!("{{\"size\": {}}}", limit + 1)).await;
+    assert_eq!((code, body["error"]["code"].as_str()), (413, Some("payload_too_large")), "{body}");
+    for bad in ["", "{}", "{\"size\": 0}", "{\"size\": -1}", "{\"size\": \"10\"}", "{\"size\": 1, \"x\": 1}"] {
+        let (code, body) = presign(&stack, bad).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+    }
+    assert_eq!(written(&stack).await, (0, 0, 0, 0));
+}
+
+async fn drop_object(stack: &Stack, key: &str, body: Vec<u8>) -> String {
+    let out = stack
+        .s3
+        .put_object()
+        .bucket(&stack.app.config.uploads_bucket)
+        .key(key)
+        .body(body.into())
+        .content_type("text/csv")
+        .send()
+        .await
+        .unwrap();
+    out.e_tag().unwrap_or_default().trim_matches('"').to_string()
+}
+
+async fn dispatch(stack: &Stack, event: Value) {
+    imgpipe_upload::s3::handle_event(&stack.app, event, Default::default()).await.expect("handled, not retried");
+}
+
+/// A valid CSV of exactly `size` bytes: a header, rows of one URL (about 240 bytes each, so a MiB stays under the
+/// row limit), and blank lines to fill up.
+fn csv_of(size: usize) -> Vec<u8> {
+    let name = "n".repeat(200);
+    let mut csv = HEADER.to_string();
+    for n in 1.. {
+        let row = format!("{n},{name},https://img.example/{n}.jpg\n");
+        if csv.len() + row.len() > size {
+            break;
+        }
+        csv.push_str(&row);
+    }
+    let mut csv = csv.into_bytes();
+    csv.resize(size, b'\n');
+    csv
+}
+
+async fn only_request(stack: &Stack) -> imgpipe_core::bson::Document {
+    assert_eq!(stack.requests().count_documents(doc! {}).await.unwrap(), 1);
+    stack.requests().find_one(doc! {}).await.unwrap().unwrap()
+}
+
+#[track_caller]
+fn assert_failed_with(request: &imgpipe_core::bson::Document, reason_start: &str) {
+    assert_eq!(request.get_str("status").unwrap(), "failed", "{request}");
+    let errors = request.get_array("errors").unwrap();
+    let message = errors[0].as_document().unwrap().get_str("message").unwrap();
+    assert!(message.starts_with(reason_start), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_file_over_the_limit_is_a_failed_request_with_the_reason() {
+    let limit = 1024 * 1024;
+    let bucket = |s: &Stack| s.app.config.uploads_bucket.clone();
+
+    // The event gives the size: refused without reading.
+    let stack = Stack::with("limits-drop-event", |c| c.max_dropped_csv_bytes = limit).await;
+    let etag = drop_object(&stack, "incoming/big.csv", csv_of(limit + 1)).await;
+    let mut event = imgpipe_tests::s3_event(&bucket(&stack), "incoming/big.csv", &etag);
+    event["Records"][0]["s3"]["object"]["size"] = (limit + 1).into();
+    dispatch(&stack, event.clone()).await;
+    dispatch(&stack, event).await;
+    assert_failed_with(&only_request(&stack).await, &format!("the file is {} bytes; the limit is {limit}", limit + 1));
+    assert_eq!((stack.request_data().count_documents(doc! {}).await.unwrap(), stack.queue_depth().await), (0, 0));
+
+    // The event understates it (100 bytes): the capped read stops past the limit.
+    let stack = Stack::with("limits-drop-read", |c| c.max_dropped_csv_bytes = limit).await;
+    let etag = drop_object(&stack, "incoming/big.csv", csv_of(limit + 1)).await;
+    dispatch(&stack, imgpipe_tests::s3_event(&bucket(&stack), "incoming/big.csv", &etag)).await;
+    assert_failed_with(&only_request(&stack).await, "the file is ");
+    assert!(
+        only_request(&stack).await.get_array("errors").unwrap()[0]
+            .as_document()
+            .unwrap()
+            .get_str("message")
+            .unwrap()
+            .ends_with(&format!("the limit is {limit} bytes"))
+    );
+
+    // At the limit exactly: ingested.
+    let stack = Stack::with("limits-drop-edge", |c| c.max_dropped_csv_bytes = limit).await;
+    let etag = drop_object(&stack, "incoming/edge.csv", csv_of(limit)).await;
+    dispatch(&stack, imgpipe_tests::s3_event(&bucket(&stack), "incoming/edge.csv", &etag)).await;
+    assert_eq!(only_request(&stack).await.get_str("status").unwrap(), "pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_file_replaced_after_its_event_is_a_failed_request_with_the_reason() {
+    let stack = Stack::new("limits-drop-replaced").await;
+    let old = drop_object(&stack, "incoming/p.csv", csv_of(200)).await;
+    drop_object(&stack, "incoming/p.csv", csv_of(300)).await;
+    dispatch(&stack, imgpipe_tests::s3_event(&stack.app.config.uploads_bucket, "incoming/p.csv", &old)).await;
+    assert_failed_with(&only_request(&stack).await, "the object was replaced after this event");
+    assert_eq!((stack.request_data().count_documents(doc! {}).await.unwrap(), stack.queue_depth().await), (0, 0));
+}

@@ -7,7 +7,7 @@ use aws_sdk_s3::primitives::ByteStream;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::ports::BlobStore;
+use crate::ports::{BlobStore, Bounded};
 
 /// [`BlobStore`] on Amazon S3 or an S3-compatible server (path-style when an endpoint is configured).
 #[derive(Clone)]
@@ -77,7 +77,40 @@ impl BlobStore for S3Store {
         }
     }
 
-    async fn presign_put(&self, bucket: &str, key: &str, content_type: &str, expires_in: Duration) -> Result<String> {
+    async fn get_bounded(&self, bucket: &str, key: &str, max_bytes: u64, etag: Option<&str>) -> Result<Bounded> {
+        let mut request = self.client.get_object().bucket(bucket).key(key);
+        if let Some(etag) = etag.filter(|e| !e.is_empty()) {
+            // Event ETags come unquoted; If-Match wants the quoted form.
+            request = request.if_match(format!("\"{}\"", etag.trim_matches('"')));
+        }
+        let mut out = match request.send().await {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(Bounded::Missing),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => return Ok(Bounded::Replaced),
+            Err(e) => return Err(storage_error("GetObject", e)),
+        };
+        if let Some(len) = out.content_length().filter(|&n| n as u64 > max_bytes) {
+            return Ok(Bounded::TooLarge(len as u64));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = out.body.next().await {
+            let chunk = chunk.map_err(|e| Error::Storage(format!("GetObject body: {e}")))?;
+            if (body.len() + chunk.len()) as u64 > max_bytes {
+                return Ok(Bounded::TooLarge((body.len() + chunk.len()) as u64));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bounded::Body(body))
+    }
+
+    async fn presign_put(
+        &self,
+        bucket: &str,
+        key: &str,
+        content_type: &str,
+        content_length: u64,
+        expires_in: Duration,
+    ) -> Result<String> {
         let presigning = PresigningConfig::expires_in(expires_in).map_err(|e| Error::Storage(e.to_string()))?;
         let request = self
             .client
@@ -85,6 +118,7 @@ impl BlobStore for S3Store {
             .bucket(bucket)
             .key(key)
             .content_type(content_type)
+            .content_length(content_length as i64)
             .presigned(presigning)
             .await
             .map_err(|e| storage_error("presign PutObject", e))?;

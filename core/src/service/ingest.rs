@@ -97,19 +97,7 @@ pub async fn ingest_dropped(app: &App, bucket: &str, key: &str, version: &str, c
     let span = tracing::info_span!("ingest", requestId = %id, bucket, key);
     async move {
         let rows = if csv.len() > app.config.max_dropped_csv_bytes {
-            Err(CsvRejection {
-                errors: vec![crate::csv_input::RowError {
-                    line: 0,
-                    column: String::new(),
-                    value: String::new(),
-                    message: format!(
-                        "the file is {} bytes; the limit is {}",
-                        csv.len(),
-                        app.config.max_dropped_csv_bytes
-                    ),
-                }],
-                total: 1,
-            })
+            Err(file_rejection(dropped_too_large(app, csv.len() as u64)))
         } else {
             parse_csv(csv, app.csv_limits())
         };
@@ -120,6 +108,25 @@ pub async fn ingest_dropped(app: &App, bucket: &str, key: &str, version: &str, c
     }
     .instrument(span)
     .await
+}
+
+/// Why a dropped file over `IMGPIPE_MAX_DROPPED_CSV_BYTES` is refused.
+pub fn dropped_too_large(app: &App, size: u64) -> String {
+    format!("the file is {size} bytes; the limit is {} bytes", app.config.max_dropped_csv_bytes)
+}
+
+fn file_rejection(message: String) -> CsvRejection {
+    let error = crate::csv_input::RowError { line: 0, column: String::new(), value: String::new(), message };
+    CsvRejection { errors: vec![error], total: 1 }
+}
+
+/// Records a dropped file that is refused before it is read (too large, replaced, gone) as a `failed` request
+/// with `message`, under the id the file would have had. Repeated events are no-ops.
+pub async fn reject_dropped(app: &App, bucket: &str, key: &str, version: &str, message: String) -> Result<Accepted> {
+    let id = dropped_request_id(bucket, key, version);
+    let origin = Origin::S3 { bucket: bucket.to_string(), key: key.to_string(), version: version.to_string() };
+    let span = tracing::info_span!("ingest", requestId = %id, bucket, key);
+    record_rejection(app, id, origin, &[], file_rejection(message)).instrument(span).await
 }
 
 fn request_doc(

@@ -1,6 +1,7 @@
 //! Upload function:
 //! - `POST /uploads` with a CSV body (`text/csv`) or a multipart form field `file`, optional `Idempotency-Key`;
-//! - `POST /uploads/presign`: a presigned PUT URL into the uploads bucket's `incoming/` prefix, for large files;
+//! - `POST /uploads/presign` with `{"size": N}` (bytes): a presigned PUT URL for exactly N bytes into the uploads
+//!   bucket's `incoming/` prefix, for large files;
 //! - S3 `ObjectCreated` events for `incoming/*.csv`.
 //!
 //! One Lambda function serves the API and the bucket trigger: [`handle_event`] tells the two payloads apart.
@@ -95,23 +96,47 @@ async fn upload(app: &App, req: &Request) -> Result<Accepted, Error> {
     ingest_upload(app, &csv, idempotency_key.as_deref(), webhook).await
 }
 
-/// `POST /uploads/presign`: where to PUT a CSV too large for the API; it is ingested when it lands.
+/// The body of `POST /uploads/presign`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresignRequest {
+    /// The file's size in bytes: signed into the URL, so S3 refuses a PUT of any other size.
+    size: u64,
+}
+
+/// `POST /uploads/presign`: where to PUT a CSV too large for the API; it is ingested when it lands. The size is
+/// declared first and refused over `IMGPIPE_MAX_DROPPED_CSV_BYTES`, before any byte is uploaded.
 async fn presign(app: &App, req: &Request) -> Result<serde_json::Value, Error> {
     if req.method() != Method::POST {
         return Err(Error::MethodNotAllowed("POST"));
+    }
+    let body: PresignRequest = serde_json::from_slice(req.body().as_ref())
+        .map_err(|e| Error::BadRequest(format!("expected a JSON body {{\"size\": <bytes of the CSV>}}: {e}")))?;
+    let max = app.config.max_dropped_csv_bytes as u64;
+    if body.size == 0 {
+        return Err(Error::BadRequest("size must be at least 1 byte".into()));
+    }
+    if body.size > max {
+        return Err(Error::PayloadTooLarge(format!("the file is {} bytes; the limit is {max} bytes", body.size)));
     }
     let id = imgpipe_core::domain::RequestId::new();
     let key = imgpipe_core::domain::presigned_upload_key(&id);
     let expires_in = app.config.url_expiry_secs;
     let url = app
         .blobs
-        .presign_put(&app.config.uploads_bucket, &key, "text/csv", std::time::Duration::from_secs(expires_in))
+        .presign_put(
+            &app.config.uploads_bucket,
+            &key,
+            "text/csv",
+            body.size,
+            std::time::Duration::from_secs(expires_in),
+        )
         .await?;
     Ok(json!({
         "requestId": id,
         "uploadUrl": url,
         "method": "PUT",
-        "headers": {"Content-Type": "text/csv"},
+        "headers": {"Content-Type": "text/csv", "Content-Length": body.size.to_string()},
         "key": key,
         "expiresIn": expires_in,
         "maxBytes": app.config.max_dropped_csv_bytes,

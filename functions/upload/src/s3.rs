@@ -2,7 +2,8 @@
 
 use aws_lambda_events::event::s3::{S3Event, S3EventRecord};
 use imgpipe_core::domain::INCOMING_PREFIX;
-use imgpipe_core::service::ingest::ingest_dropped;
+use imgpipe_core::ports::Bounded;
+use imgpipe_core::service::ingest::{dropped_too_large, ingest_dropped, reject_dropped};
 use imgpipe_core::{App, Error};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Service, service_fn};
@@ -46,12 +47,27 @@ async fn ingest_record(app: &App, record: &S3EventRecord) -> Result<bool, Error>
         .or(record.s3.object.e_tag.as_deref())
         .unwrap_or_default()
         .to_string();
-    let csv = app
-        .blobs
-        .get(bucket, &key)
-        .await?
-        .ok_or_else(|| Error::Storage(format!("s3://{bucket}/{key} does not exist (yet)")))?;
-    let accepted = ingest_dropped(app, bucket, &key, &version, &csv).await?;
+    // Checked before reading: the size the event gives, then the size S3 reports, then the bytes as they stream
+    // (and only while the object is still the one of this event). A refusal is a failed request with its reason,
+    // never an error: a retried event would fail the same way and end dead-lettered.
+    let max = app.config.max_dropped_csv_bytes as u64;
+    let declared = record.s3.object.size.map(|n| n.max(0) as u64);
+    let read = match declared {
+        Some(size) if size > max => Bounded::TooLarge(size),
+        _ => app.blobs.get_bounded(bucket, &key, max, record.s3.object.e_tag.as_deref()).await?,
+    };
+    let accepted = match read {
+        Bounded::Body(csv) => ingest_dropped(app, bucket, &key, &version, &csv).await?,
+        Bounded::TooLarge(size) => reject_dropped(app, bucket, &key, &version, dropped_too_large(app, size)).await?,
+        Bounded::Replaced => {
+            let reason = "the object was replaced after this event (its ETag changed); the new file has its own event";
+            reject_dropped(app, bucket, &key, &version, reason.into()).await?
+        }
+        Bounded::Missing => {
+            let reason = "the object was deleted before it could be read";
+            reject_dropped(app, bucket, &key, &version, reason.into()).await?
+        }
+    };
     tracing::info!(requestId = %accepted.request_id, status = accepted.status.as_str(), bucket, key, "dropped CSV ingested");
     Ok(true)
 }
