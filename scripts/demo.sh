@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # make demo: samples/products.csv through the local runner, printing progress, the final status and the output CSV.
+# As a tenant `demo` would on AWS: the CLI gets its access token from the runner's token endpoint with the demo
+# client's id and secret (client-credentials grant), curl uses one from `imgpipe-local token`.
 # Outputs land in demo-output/ (the output CSV and the compressed images, downloaded through the status API's URLs).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,15 +23,21 @@ cargo build --locked -q -p imgpipe-local -p imgpipe-cli
 python3 -m http.server "$images_port" --bind 127.0.0.1 --directory .stack/demo-images >/dev/null 2>&1 &
 images_pid=$!
 bash scripts/local.sh start
+local_bin="${CARGO_TARGET_DIR:-target}"/debug/imgpipe-local
+echo "== the tenant demo and its OAuth client (imgpipe-local client --tenant demo)"
+set -a; source <("$local_bin" client --tenant demo --scope upload,read); set +a
+export XDG_CACHE_HOME="$root/.stack/cache" # the CLI's token cache: in the project, not in your home
+echo "   client id $IMGPIPE_CLIENT_ID, token endpoint $IMGPIPE_TOKEN_URL (secret in IMGPIPE_CLIENT_SECRET)"
+token="$("$local_bin" token --tenant demo --scope read | tail -n 1)"
 for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$images_port/hat-logo.png" && break; sleep 0.1; done
 
-echo "== imgpipe submit samples/products.csv --wait (the CLI client: upload, progress, output CSV)"
+echo "== imgpipe submit samples/products.csv --wait (the CLI client: token, upload, progress, output CSV)"
 rm -rf "$out"; mkdir -p "$out"
 "${CARGO_TARGET_DIR:-target}"/debug/imgpipe --api-url "$api" submit samples/products.csv --wait --interval-ms 300 --timeout-secs 120 \
   --out "$out/output.csv" | tee "$out/submit.log"
 id="$(head -n 1 "$out/submit.log")"
 "${CARGO_TARGET_DIR:-target}"/debug/imgpipe --api-url "$api" status "$id"
-full="$(curl -fsS "$api/requests/$id")"
+full="$(curl -fsS -H "Authorization: Bearer $token" "$api/requests/$id")"
 echo "$full" | python3 -m json.tool >"$out/status.json"
 echo "== output CSV ($out/output.csv)"
 cat "$out/output.csv"

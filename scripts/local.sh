@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The local runner (target/debug/imgpipe-local): the HTTP API on $IMGPIPE_LOCAL_ADDR and SQS worker loops.
-#   local.sh run     build and run in the foreground
+#   local.sh run     build and run in the foreground (printing how to get an access token)
 #   local.sh start   build and start in the background (pid file .stack/pids/local.pid), wait until it answers
 #   local.sh stop    stop the runner started by `start`
 # Needs the stack's endpoints in the environment (make local / make demo export .stack/env).
@@ -33,15 +33,24 @@ set +a
 cargo build --locked -q -p imgpipe-local
 
 case "${1:-run}" in
-  run) exec "$bin" serve ;;
+  run)
+    cat <<EOF
+[local] every API route needs an access token of a local tenant, e.g.:
+  token=\$($bin token --tenant demo --scope upload,read | tail -n 1)
+  curl -H "Authorization: Bearer \$token" http://$IMGPIPE_LOCAL_ADDR/requests
+or a client id and secret for the token endpoint (client-credentials grant; the CLI fetches tokens with them):
+  $bin client --tenant demo     # prints IMGPIPE_CLIENT_ID, IMGPIPE_CLIENT_SECRET, IMGPIPE_TOKEN_URL
+(run them with the stack's environment: set -a; source .stack/env; source scripts/local.env; set +a)
+EOF
+    exec "$bin" serve
+    ;;
   start)
     mkdir -p .stack/pids .stack/logs
     if running; then echo "[local] already running (pid $(cat "$pidfile"))"; exit 0; fi
     setsid "$bin" serve </dev/null >>"$log" 2>&1 &
     echo $! >"$pidfile"
     for _ in $(seq 150); do
-      if curl -fs -o /dev/null "http://$IMGPIPE_LOCAL_ADDR/requests/00000000-0000-0000-0000-000000000000" ||
-        [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://$IMGPIPE_LOCAL_ADDR/requests/00000000-0000-0000-0000-000000000000")" == 404 ]]; then
+      if curl -fs -o /dev/null "http://$IMGPIPE_LOCAL_ADDR/.well-known/jwks.json"; then
         echo "[local] API on http://$IMGPIPE_LOCAL_ADDR (pid $(cat "$pidfile"), log $log)"
         exit 0
       fi

@@ -117,6 +117,11 @@ impl fmt::Display for ApiError {
             f.write_str(lines.trim_end())?;
         }
         let hint = match (self.status, self.code.as_deref()) {
+            (401, _) => Some(
+                "the API wants a valid access token: --token (or IMGPIPE_TOKEN), or --token-url and --client-id with \
+                 the secret in IMGPIPE_CLIENT_SECRET; locally, `imgpipe-local token --tenant T` prints one",
+            ),
+            (403, _) => Some("the token lacks the scope this needs: imgpipe/upload to submit, imgpipe/read to read"),
             (413, _) => Some("the API refused the body as too large; retry with a lower --presign-over (e.g. 0)"),
             (404, Some("not_found")) => Some("check the request id and that --api-url points at the API that took it"),
             (404, _) => Some("is --api-url the API's base URL?"),
@@ -133,9 +138,12 @@ impl fmt::Display for ApiError {
     }
 }
 
+/// The API's error shape, or API Gateway's own (`{"message": …}` of a 401, 403 or 429).
 #[derive(Deserialize)]
-struct ErrorEnvelope {
-    error: ErrorBody,
+#[serde(untagged)]
+enum ErrorEnvelope {
+    Api { error: ErrorBody },
+    Gateway { message: String },
 }
 
 #[derive(Deserialize)]
@@ -229,6 +237,8 @@ impl Status {
 pub struct Api {
     base: Url,
     http: reqwest::Client,
+    /// Sent to the API only: never to presigned URLs.
+    token: Option<String>,
 }
 
 impl Api {
@@ -243,7 +253,17 @@ impl Api {
             .user_agent(concat!("imgpipe-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| CliError::other(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { base, http })
+        Ok(Self { base, http, token: None })
+    }
+
+    /// The HTTP client (also for the token endpoint).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The access token API calls carry as `Authorization: Bearer …`.
+    pub fn set_token(&mut self, token: Option<String>) {
+        self.token = token;
     }
 
     /// `<base>/<segments…>`, each segment percent-encoded.
@@ -263,6 +283,10 @@ impl Api {
         request: reqwest::RequestBuilder,
         context: impl FnOnce() -> String,
     ) -> Result<reqwest::Response, CliError> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
         let request = request.build().map_err(|e| CliError::other(format!("invalid request: {e}")))?;
         let url = request.url().to_string();
         let response = self.http.execute(request).await.map_err(|e| connection_error(&url, &e, true))?;
@@ -375,7 +399,10 @@ async fn api_error(context: String, response: reqwest::Response) -> CliError {
     let status = response.status();
     let body = response.bytes().await.unwrap_or_default();
     let error = match serde_json::from_slice::<ErrorEnvelope>(&body) {
-        Ok(ErrorEnvelope { error }) => ApiError {
+        Ok(ErrorEnvelope::Gateway { message }) => {
+            ApiError { context, status: status.as_u16(), code: None, message, details: Vec::new(), total: None }
+        }
+        Ok(ErrorEnvelope::Api { error }) => ApiError {
             context,
             status: status.as_u16(),
             code: error.code,

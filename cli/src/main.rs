@@ -6,12 +6,16 @@
 //! imgpipe download <requestId> [-o file]
 //! ```
 //!
+//! Every call carries an access token: `--token` / `IMGPIPE_TOKEN`, or one fetched (and cached) with the
+//! client-credentials grant from `--token-url` for `--client-id`, the secret in `IMGPIPE_CLIENT_SECRET`.
+//!
 //! Exit codes: 0 success (with `--wait`: the request completed), 1 the request failed (some image failed, or its
 //! CSV was rejected at ingestion), 2 usage error, rejected call (4xx/5xx), no connection or `--wait` timeout,
 //! 130 interrupted while waiting.
 
 mod api;
 mod progress;
+mod token;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -49,6 +53,26 @@ struct Cli {
         value_name = "URL"
     )]
     api_url: String,
+    /// Access token sent as `Authorization: Bearer …` (or fetch one with --token-url and --client-id).
+    #[arg(
+        long,
+        global = true,
+        env = "IMGPIPE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        conflicts_with = "token_url"
+    )]
+    token: Option<String>,
+    /// OAuth token endpoint to fetch a token from with the client-credentials grant (the secret is read from
+    /// IMGPIPE_CLIENT_SECRET, never from a flag); tokens are cached until they expire.
+    #[arg(long, global = true, env = "IMGPIPE_TOKEN_URL", value_name = "URL", requires = "client_id")]
+    token_url: Option<String>,
+    /// OAuth client id for --token-url.
+    #[arg(long, global = true, env = "IMGPIPE_CLIENT_ID", value_name = "ID", requires = "token_url")]
+    client_id: Option<String>,
+    /// Scopes to ask --token-url for, comma- or space-separated [default: all the client may have].
+    #[arg(long, global = true, env = "IMGPIPE_SCOPE", value_name = "SCOPES", requires = "token_url")]
+    scope: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -106,7 +130,7 @@ struct SubmitArgs {
 async fn main() -> ExitCode {
     // Usage errors exit with 2 (clap's code); --help and --version with 0.
     let cli = Cli::parse();
-    let result = match Api::new(&cli.api_url) {
+    let result = match connect(&cli).await {
         Ok(api) => run(&api, cli.command).await,
         Err(e) => Err(e),
     };
@@ -118,6 +142,32 @@ async fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// The API client, with the token its calls carry.
+async fn connect(cli: &Cli) -> Result<Api, CliError> {
+    let mut api = Api::new(&cli.api_url)?;
+    let token = match (&cli.token, &cli.token_url, &cli.client_id) {
+        (Some(token), _, _) => Some(token.clone()),
+        (None, Some(token_url), Some(client_id)) => {
+            let secret = std::env::var("IMGPIPE_CLIENT_SECRET").ok().filter(|s| !s.is_empty()).ok_or_else(|| {
+                CliError::other("--client-id: set the client's secret in IMGPIPE_CLIENT_SECRET (it is never a flag)")
+            })?;
+            let credentials = token::ClientCredentials {
+                token_url: token_url.clone(),
+                client_id: client_id.clone(),
+                secret,
+                scope: cli
+                    .scope
+                    .as_ref()
+                    .map(|s| s.split([',', ' ']).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ")),
+            };
+            Some(credentials.token(api.http()).await?)
+        }
+        _ => None,
+    };
+    api.set_token(token);
+    Ok(api)
 }
 
 async fn run(api: &Api, command: Command) -> Result<u8, CliError> {

@@ -67,6 +67,9 @@ fn default_enqueue_concurrency() -> usize {
 fn default_progress_shards() -> u32 {
     16
 }
+fn default_tenant_claim() -> String {
+    "client_id".into()
+}
 
 /// Runtime settings of every function. Field `foo_bar` is read from `IMGPIPE_FOO_BAR`.
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +171,10 @@ pub struct Config {
     /// write per image; a request gets `min(this, images)` of them.
     #[serde(default = "default_progress_shards")]
     pub progress_shards: u32,
+    /// The access-token claim that names the caller's tenant (`crate::auth::TenantId`). The default, `client_id`,
+    /// is what Cognito's client-credentials tokens carry: one app client per tenant.
+    #[serde(default = "default_tenant_claim")]
+    pub tenant_claim: String,
 }
 
 impl Config {

@@ -5,6 +5,7 @@
 pub mod adapters;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod compress;
 pub mod config;
 pub mod csv_input;

@@ -123,11 +123,7 @@ async fn run_one(
         let list: Vec<String> = (0..n).map(|i| format!("http://127.0.0.1:9/p/{r}/{i}.jpg")).collect();
         csv.push_str(&format!("{r},Product {r},\"{}\"\n", list.join(",")));
     }
-    let request = http::Request::builder()
-        .method("POST")
-        .uri("/uploads")
-        .header("content-type", "text/csv")
-        .body(lambda_http::Body::from(csv))?;
+    let request = crate::bench_upload(&app.config, csv);
     let response = imgpipe_upload::handle(&app, request).await;
     if response.status() != http::StatusCode::ACCEPTED {
         return Err(format!("upload answered {}: {:?}", response.status(), response.body()).into());

@@ -1,8 +1,9 @@
-//! The local runner: what API Gateway and the SQS event source mapping do on AWS, done on 127.0.0.1 with the
-//! same handler functions and the same event types.
+//! The local runner: what API Gateway (with its JWT authorizer), Cognito's token endpoint and the SQS event source
+//! mapping do on AWS, done on 127.0.0.1 with the same handler functions and the same event types.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
@@ -14,8 +15,15 @@ use imgpipe_core::api::error_response;
 use imgpipe_core::{App, Config, Error};
 use tokio::sync::watch;
 
+pub mod authorizer;
 pub mod hotspot;
+pub mod issuer;
 pub mod samples;
+pub mod tenants;
+pub mod token_endpoint;
+
+use authorizer::Authorizer;
+use issuer::LocalIssuer;
 
 /// Largest request body the local API accepts: API Gateway's payload limit.
 pub const API_PAYLOAD_LIMIT: usize = 10 * 1024 * 1024;
@@ -38,26 +46,41 @@ pub async fn invoke_api(app: &App, req: lambda_http::Request) -> http::Response<
     }
 }
 
+/// A `POST /uploads` of `csv` by the benchmarks' tenant (`bench`, upload scope), as API Gateway passes it on.
+pub fn bench_upload(config: &Config, csv: String) -> lambda_http::Request {
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/uploads")
+        .header("content-type", "text/csv")
+        .body(lambda_http::Body::from(csv))
+        .expect("static request parts are valid");
+    let tenant = imgpipe_core::auth::TenantId::parse("bench").expect("a valid tenant id");
+    imgpipe_identity::as_caller(request, &config.tenant_claim, &tenant, &[imgpipe_core::auth::Scope::Upload])
+}
+
 /// The size API Gateway limits: the request line and the headers.
 fn head_size(parts: &http::request::Parts) -> usize {
     let request_line = parts.method.as_str().len() + parts.uri.to_string().len() + "  HTTP/1.1".len();
     request_line + parts.headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum::<usize>()
 }
 
-fn payload_too_large() -> axum::response::Response {
-    let e = Error::PayloadTooLarge(format!(
-        "request bodies are limited to {API_PAYLOAD_LIMIT} bytes (use POST /uploads/presign for larger files)"
-    ));
+fn payload_too_large(limit: usize) -> axum::response::Response {
+    let hint = if limit == API_PAYLOAD_LIMIT { " (use POST /uploads/presign for larger files)" } else { "" };
+    let e = Error::PayloadTooLarge(format!("request bodies are limited to {limit} bytes{hint}"));
     error_response(&e).into_response()
 }
 
-/// Reads the whole body, as API Gateway does before invoking a function, but never more than the payload limit:
+/// Reads the whole body, as API Gateway does before invoking a function, but never more than `limit` bytes:
 /// a declared `Content-Length` over it is refused before any byte is read, a longer body as soon as it passes it.
 /// A body that ends early (connection closed, broken chunked encoding) is refused, never handed on truncated.
-async fn read_body(headers: &http::HeaderMap, body: axum::body::Body) -> Result<Vec<u8>, axum::response::Response> {
+async fn read_body(
+    headers: &http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<Vec<u8>, axum::response::Response> {
     let declared = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > API_PAYLOAD_LIMIT as u64) {
-        return Err(payload_too_large());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(payload_too_large(limit));
     }
     let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
     let mut stream = body.into_data_stream();
@@ -66,15 +89,45 @@ async fn read_body(headers: &http::HeaderMap, body: axum::body::Body) -> Result<
             let e = Error::BadRequest(format!("the request body could not be read completely: {e}"));
             error_response(&e).into_response()
         })?;
-        if bytes.len() + chunk.len() > API_PAYLOAD_LIMIT {
-            return Err(payload_too_large());
+        if bytes.len() + chunk.len() > limit {
+            return Err(payload_too_large(limit));
         }
         bytes.extend_from_slice(&chunk);
     }
     Ok(bytes)
 }
 
-async fn dispatch(State(app): State<App>, req: axum::extract::Request) -> axum::response::Response {
+/// What the local API serves: the functions' app, and the issuer whose tokens it accepts.
+#[derive(Clone)]
+struct LocalApi {
+    app: App,
+    issuer: Arc<LocalIssuer>,
+    authorizer: Arc<Authorizer>,
+}
+
+/// The issuer's own endpoints (on AWS, Cognito's): its keys, its discovery document and its token endpoint.
+async fn issuer_endpoint(
+    issuer: &LocalIssuer,
+    parts: &http::request::Parts,
+    body: axum::body::Body,
+) -> axum::response::Response {
+    let json = |value: &serde_json::Value| imgpipe_core::api::json_response(http::StatusCode::OK, value);
+    let response = match (parts.method.as_str(), parts.uri.path()) {
+        ("GET", "/.well-known/jwks.json") => json(&serde_json::to_value(issuer.jwks()).unwrap_or_default()),
+        ("GET", "/.well-known/openid-configuration") => {
+            let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+            json(&issuer.discovery(&format!("http://{host}")))
+        }
+        ("POST", "/oauth2/token") => match read_body(&parts.headers, body, token_endpoint::MAX_BODY_BYTES).await {
+            Ok(bytes) => token_endpoint::grant(issuer, &parts.headers, &bytes),
+            Err(response) => return response,
+        },
+        (_, path) => error_response(&Error::MethodNotAllowed(if path == "/oauth2/token" { "POST" } else { "GET" })),
+    };
+    response.into_response()
+}
+
+async fn dispatch(State(api): State<LocalApi>, req: axum::extract::Request) -> axum::response::Response {
     let (parts, body) = req.into_parts();
     if head_size(&parts) > API_HEADER_LIMIT {
         let body = serde_json::json!({"error": {
@@ -85,12 +138,24 @@ async fn dispatch(State(app): State<App>, req: axum::extract::Request) -> axum::
         response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         return response.into_response();
     }
-    let bytes = match read_body(&parts.headers, body).await {
+    if matches!(parts.uri.path(), "/oauth2/token" | "/.well-known/jwks.json" | "/.well-known/openid-configuration") {
+        return issuer_endpoint(&api.issuer, &parts, body).await;
+    }
+    // API Gateway runs the authorizer before it reads on: a refused request's body is never read.
+    let authorization = parts.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+    let jwt = match api.authorizer.authorize(parts.method.as_str(), parts.uri.path(), authorization) {
+        Ok(jwt) => jwt,
+        Err(denied) => return denied.response().into_response(),
+    };
+    let bytes = match read_body(&parts.headers, body, API_PAYLOAD_LIMIT).await {
         Ok(b) => b,
         Err(response) => return response,
     };
-    let request = http::Request::from_parts(parts, lambda_http::Body::from(bytes));
-    let response = invoke_api(&app, request).await;
+    let mut request = http::Request::from_parts(parts, lambda_http::Body::from(bytes));
+    if let Some(jwt) = jwt {
+        request = imgpipe_identity::with_jwt(request, jwt.claims, jwt.scopes);
+    }
+    let response = invoke_api(&api.app, request).await;
     let (parts, body) = response.into_parts();
     let body = match body {
         lambda_http::Body::Empty => axum::body::Body::empty(),
@@ -101,13 +166,16 @@ async fn dispatch(State(app): State<App>, req: axum::extract::Request) -> axum::
     axum::response::Response::from_parts(parts, body)
 }
 
-/// Serves the HTTP API on `addr` until `shutdown` turns true.
+/// Serves the HTTP API on `listener` until `shutdown` turns true, accepting the tokens of `issuer` (and serving
+/// its endpoints).
 pub async fn serve_api(
     app: App,
+    issuer: Arc<LocalIssuer>,
     listener: tokio::net::TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let router = axum::Router::new().fallback(dispatch).with_state(app);
+    let authorizer = Arc::new(issuer.authorizer());
+    let router = axum::Router::new().fallback(dispatch).with_state(LocalApi { app, issuer, authorizer });
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

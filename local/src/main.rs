@@ -4,15 +4,23 @@
 //! imgpipe-local serve        # HTTP API on IMGPIPE_LOCAL_ADDR (127.0.0.1:3000) + IMGPIPE_LOCAL_WORKERS worker loops
 //! imgpipe-local provision    # create the buckets and queues named by the configuration
 //! imgpipe-local samples DIR  # write the demo's sample images into DIR
+//! imgpipe-local token --tenant T [--scope S[,S…]]   # an access token of tenant T (last line of stdout)
+//! imgpipe-local client --tenant T [--scope S[,S…]]  # T's OAuth client: IMGPIPE_CLIENT_ID, _SECRET, IMGPIPE_TOKEN_URL
 //! imgpipe-local bench-ingest [ROWS] [URLS]  # time the acceptance of a ROWS × URLS CSV (default 10000 × 3)
 //! imgpipe-local bench-hotspot [IMAGES] [WORKERS] [SHARDS,…] [JSON]  # MongoDB ops per image under WORKERS
 //!                                                                  # concurrent workers (default 2000 80 1,16)
 //! ```
+//!
+//! Scopes are `upload`, `read` and `admin` (or `imgpipe/upload`…); the default is `upload,read`. `token` and `client`
+//! register T (its client in `.stack/auth/clients/`, and the `Tenants` collection) if it is new.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use imgpipe_core::adapters::{aws_config, sqs::sqs_client};
+use imgpipe_core::auth::{Scope, TenantId};
 use imgpipe_core::{App, Config};
+use imgpipe_local::issuer::LocalIssuer;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -21,6 +29,36 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, BoxError> {
         Ok(v) => v.parse().map_err(|_| format!("{name}: invalid value `{v}`").into()),
         Err(_) => Ok(default),
     }
+}
+
+/// The local issuer: key and clients in `IMGPIPE_LOCAL_AUTH_DIR` (`.stack/auth`), identifier
+/// `IMGPIPE_LOCAL_ISSUER` (the runner's URL), audience `IMGPIPE_LOCAL_AUDIENCE` (`imgpipe`).
+fn local_issuer() -> Result<LocalIssuer, BoxError> {
+    let dir: String = env_or("IMGPIPE_LOCAL_AUTH_DIR", ".stack/auth".to_string())?;
+    let addr: String = env_or("IMGPIPE_LOCAL_ADDR", "127.0.0.1:3000".to_string())?;
+    let issuer: String = env_or("IMGPIPE_LOCAL_ISSUER", format!("http://{addr}"))?;
+    let audience: String = env_or("IMGPIPE_LOCAL_AUDIENCE", "imgpipe".to_string())?;
+    LocalIssuer::open(std::path::Path::new(&dir), &issuer, &audience)
+        .map_err(|e| format!("local issuer in {dir}: {e}").into())
+}
+
+/// `--tenant T [--scope S,…]` of the `token` and `client` commands.
+fn tenant_and_scopes(args: &[String]) -> Result<(TenantId, Vec<Scope>), BoxError> {
+    let usage = "usage: imgpipe-local token|client --tenant T [--scope upload,read,admin]";
+    let value = |flag: &str| args.iter().position(|a| a == flag).map(|i| args.get(i + 1).ok_or(usage)).transpose();
+    let tenant = TenantId::parse(value("--tenant")?.ok_or(usage)?)?;
+    let scopes = value("--scope")?.map_or("upload,read", String::as_str);
+    let scopes = scopes
+        .split(',')
+        .map(|s| {
+            let s = s.trim();
+            Scope::ALL
+                .into_iter()
+                .find(|scope| scope.name() == s || scope.as_str() == s)
+                .ok_or_else(|| format!("unknown scope `{s}` (expected upload, read or admin)"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((tenant, scopes))
 }
 
 #[tokio::main]
@@ -47,6 +85,24 @@ async fn main() -> Result<(), BoxError> {
             Ok(())
         }
         "serve" => serve(config, max_receive, visibility).await,
+        "token" | "client" => {
+            let (tenant, scopes) = tenant_and_scopes(&std::env::args().skip(2).collect::<Vec<_>>())?;
+            let issuer = local_issuer()?;
+            let client = issuer.register(&tenant, &scopes)?;
+            if imgpipe_local::tenants::register_tenant(&config, &tenant).await? {
+                eprintln!("registered the new tenant {tenant}");
+            }
+            if command == "client" {
+                let addr: String = env_or("IMGPIPE_LOCAL_ADDR", "127.0.0.1:3000".to_string())?;
+                println!("IMGPIPE_CLIENT_ID={}", client.client_id);
+                println!("IMGPIPE_CLIENT_SECRET={}", client.client_secret);
+                println!("IMGPIPE_TOKEN_URL=http://{addr}/oauth2/token");
+            } else {
+                eprintln!("access token of tenant {tenant}, scopes {:?}, valid for {} s:", client.scopes, imgpipe_local::issuer::TOKEN_LIFETIME_SECS);
+                println!("{}", issuer.access_token(&client.client_id, &scopes));
+            }
+            Ok(())
+        }
         "bench-ingest" => {
             let rows: usize = std::env::args().nth(2).map_or(Ok(10_000), |v| v.parse())?;
             let urls: usize = std::env::args().nth(3).map_or(Ok(3), |v| v.parse())?;
@@ -65,7 +121,10 @@ async fn main() -> Result<(), BoxError> {
             }
             Ok(())
         }
-        other => Err(format!("unknown command `{other}` (expected `serve` or `provision`)").into()),
+        other => Err(format!(
+            "unknown command `{other}` (expected serve, provision, token, client, samples, bench-ingest or bench-hotspot)"
+        )
+        .into()),
     }
 }
 
@@ -86,11 +145,7 @@ async fn bench_ingest(mut config: Config, rows: usize, urls: usize) -> Result<()
         csv.push_str(&format!("{r},Product {r},\"{}\"\n", list.join(",")));
     }
     let bytes = csv.len();
-    let request = http::Request::builder()
-        .method("POST")
-        .uri("/uploads")
-        .header("content-type", "text/csv")
-        .body(lambda_http::Body::from(csv))?;
+    let request = imgpipe_local::bench_upload(&app.config, csv);
     let start = std::time::Instant::now();
     let response = imgpipe_upload::handle(&app, request).await;
     let elapsed = start.elapsed();
@@ -129,15 +184,16 @@ async fn serve(config: Config, max_receive: u32, visibility: u32) -> Result<(), 
     let sqs = sqs_client(&aws_config(&config).await, &config);
     let app = App::new(config).await?;
     app.repo.ensure_indexes().await?;
+    let issuer = Arc::new(local_issuer()?);
 
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let listener = imgpipe_local::bind(addr).await?;
-    tracing::info!(%addr, workers, "local runner listening");
+    tracing::info!(%addr, workers, issuer = issuer.issuer(), "local runner listening");
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
         tasks.spawn(imgpipe_local::run_worker(app.clone(), sqs.clone(), shutdown.clone()));
     }
-    let api = tokio::spawn(imgpipe_local::serve_api(app, listener, shutdown));
+    let api = tokio::spawn(imgpipe_local::serve_api(app, issuer, listener, shutdown));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -12,16 +12,81 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use imgpipe_core::adapters::{aws_config, sqs::sqs_client};
+use imgpipe_core::auth::{Scope, TenantId};
 use imgpipe_core::bson::Document;
 use imgpipe_core::domain::RequestId;
 use imgpipe_core::ports::BlobStore;
 use imgpipe_core::{App, Config};
+use imgpipe_local::issuer::LocalIssuer;
 use lambda_http::Body;
 
 fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the tests with `make test`, which starts the local stack and exports it")
     })
+}
+
+/// The tenant the tests act as, unless a test says otherwise.
+pub const TEST_TENANT: &str = "tests";
+/// The scopes the harness's requests carry: everything but admin.
+pub const TEST_SCOPES: &[Scope] = &[Scope::Upload, Scope::Read];
+
+/// The local issuer the tests' runners trust, shared by every test of the process: its key is made once, under
+/// the system's temporary directory, and reused by later runs.
+pub fn issuer() -> Arc<LocalIssuer> {
+    static ISSUER: std::sync::OnceLock<Arc<LocalIssuer>> = std::sync::OnceLock::new();
+    ISSUER
+        .get_or_init(|| {
+            let dir = std::env::temp_dir().join("imgpipe-test-issuer");
+            Arc::new(LocalIssuer::open(&dir, "http://127.0.0.1/imgpipe-tests", "imgpipe").expect("the test issuer"))
+        })
+        .clone()
+}
+
+/// A real access token of [`TEST_TENANT`] with [`TEST_SCOPES`], for requests over TCP to a runner started with
+/// [`issuer`].
+pub fn token() -> String {
+    issuer().access_token(TEST_TENANT, TEST_SCOPES)
+}
+
+/// The `Authorization` header carrying [`token`].
+pub fn authorization() -> String {
+    format!("Bearer {}", token())
+}
+
+/// `req` with the authorizer context API Gateway passes on for [`TEST_TENANT`] with [`TEST_SCOPES`]: for direct
+/// handler calls.
+pub fn authorized(app: &App, req: lambda_http::Request) -> lambda_http::Request {
+    let tenant = TenantId::parse(TEST_TENANT).unwrap();
+    imgpipe_identity::as_caller(req, &app.config.tenant_claim, &tenant, TEST_SCOPES)
+}
+
+/// The local runner (`serve_api` and `run_worker`, what `make local` runs) on 127.0.0.1:<free port>, serving a
+/// stack's app and trusting [`issuer`]'s tokens; stopped on drop.
+pub struct Runner {
+    pub addr: SocketAddr,
+    /// `http://<addr>`.
+    pub url: String,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Runner {
+    pub async fn start(stack: &Stack, workers: usize) -> Self {
+        let listener = imgpipe_local::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(imgpipe_local::serve_api(stack.app.clone(), issuer(), listener, shutdown.clone()));
+        for _ in 0..workers {
+            tokio::spawn(imgpipe_local::run_worker(stack.app.clone(), stack.sqs.clone(), shutdown.clone()));
+        }
+        Self { addr, url: format!("http://{addr}"), stop }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
 }
 
 /// One test's view of the stack: its own MongoDB database, SQS queue and buckets.
@@ -166,13 +231,13 @@ impl Stack {
             .header("content-type", content_type)
             .body(Body::from(body.into()))
             .unwrap();
-        json_of(imgpipe_upload::handle(&self.app, req).await)
+        json_of(imgpipe_upload::handle(&self.app, authorized(&self.app, req)).await)
     }
 
     /// GETs a path from the status handler.
     pub async fn get(&self, path_and_query: &str) -> (u16, Vec<u8>) {
         let req = http::Request::builder().method("GET").uri(path_and_query).body(Body::Empty).unwrap();
-        let resp = imgpipe_status::handle(&self.app, req).await;
+        let resp = imgpipe_status::handle(&self.app, authorized(&self.app, req)).await;
         (resp.status().as_u16(), resp.body().to_vec())
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use imgpipe_core::bson::{Document, doc};
-use imgpipe_tests::{ImageServer, Stack, jpeg, photo, png};
+use imgpipe_tests::{ImageServer, Runner, Stack, jpeg, photo, png};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
@@ -28,21 +28,23 @@ const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
 struct Api {
     addr: SocketAddr,
     http: reqwest::Client,
-    stop: tokio::sync::watch::Sender<bool>,
+    _runner: Runner,
 }
 
 impl Api {
     async fn start(stack: &Stack, workers: usize) -> Self {
-        let listener = imgpipe_local::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        assert!(addr.ip().is_loopback());
-        let (stop, shutdown) = tokio::sync::watch::channel(false);
-        tokio::spawn(imgpipe_local::serve_api(stack.app.clone(), listener, shutdown.clone()));
-        for _ in 0..workers {
-            tokio::spawn(imgpipe_local::run_worker(stack.app.clone(), stack.sqs.clone(), shutdown.clone()));
-        }
-        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
-        Self { addr, http, stop }
+        let runner = Runner::start(stack, workers).await;
+        assert!(runner.addr.ip().is_loopback());
+        // Every request carries a valid token: the corpus is about bodies and headers, not authentication.
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("authorization", imgpipe_tests::authorization().parse().unwrap());
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .default_headers(headers)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self { addr: runner.addr, http, _runner: runner }
     }
 
     fn url(&self, path: &str) -> String {
@@ -98,12 +100,6 @@ impl Api {
         let (code, body) = self.get_json(&format!("/requests/{id}?limit=1000")).await;
         assert_eq!(code, 200, "{body}");
         body
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
     }
 }
 
@@ -198,8 +194,10 @@ async fn raw_cut(addr: SocketAddr, request: &[u8]) -> Option<Answer> {
 }
 
 fn post_head(content_type: &str, extra: &str) -> String {
+    let authorization = imgpipe_tests::authorization();
     format!(
-        "POST /uploads HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: {content_type}\r\n{extra}\r\n"
+        "POST /uploads HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: {authorization}\r\n\
+         Content-Type: {content_type}\r\n{extra}\r\n"
     )
 }
 

@@ -9,9 +9,10 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use imgpipe_core::auth::{Scope, TenantId};
 use imgpipe_core::bson::doc;
 use imgpipe_core::domain::{RequestId, presigned_upload_key};
-use imgpipe_tests::{ImageServer, Stack, jpeg, photo, png, s3_event};
+use imgpipe_tests::{ImageServer, Runner, Stack, jpeg, photo, png, s3_event};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 /// How long one CLI run may take before the test fails (and the process is killed).
@@ -57,31 +58,6 @@ fn cli_binary() -> &'static Path {
     })
 }
 
-/// The local runner on 127.0.0.1:<free port>, serving `stack`'s app; stopped on drop.
-struct Runner {
-    url: String,
-    stop: tokio::sync::watch::Sender<bool>,
-}
-
-impl Runner {
-    async fn start(stack: &Stack, workers: usize) -> Self {
-        let listener = imgpipe_local::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, shutdown) = tokio::sync::watch::channel(false);
-        tokio::spawn(imgpipe_local::serve_api(stack.app.clone(), listener, shutdown.clone()));
-        for _ in 0..workers {
-            tokio::spawn(imgpipe_local::run_worker(stack.app.clone(), stack.sqs.clone(), shutdown.clone()));
-        }
-        Self { url, stop }
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
 /// A scratch directory, removed on drop.
 struct Scratch(PathBuf);
 
@@ -119,9 +95,16 @@ impl std::fmt::Display for Run {
 
 fn command(dir: &Path, args: &[&str]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(cli_binary());
+    // A token of the test tenant; no token endpoint; a token cache in the scratch directory, never the user's.
     cmd.args(args)
         .current_dir(dir)
         .env_remove("IMGPIPE_API_URL")
+        .env("IMGPIPE_TOKEN", imgpipe_tests::token())
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env_remove("IMGPIPE_TOKEN_URL")
+        .env_remove("IMGPIPE_CLIENT_ID")
+        .env_remove("IMGPIPE_CLIENT_SECRET")
+        .env_remove("IMGPIPE_SCOPE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -131,9 +114,14 @@ fn command(dir: &Path, args: &[&str]) -> tokio::process::Command {
 
 /// Runs `imgpipe ARGS` in `dir` (stdout is a pipe: the non-interactive output) and waits, bounded.
 async fn imgpipe(dir: &Path, args: &[&str]) -> Run {
-    let out = tokio::time::timeout(CLI_DEADLINE, command(dir, args).output())
+    finish(&mut command(dir, args)).await
+}
+
+/// Runs a prepared `imgpipe` command and waits, bounded.
+async fn finish(cmd: &mut tokio::process::Command) -> Run {
+    let out = tokio::time::timeout(CLI_DEADLINE, cmd.output())
         .await
-        .unwrap_or_else(|_| panic!("imgpipe {args:?} did not finish within {CLI_DEADLINE:?}"))
+        .unwrap_or_else(|_| panic!("{cmd:?} did not finish within {CLI_DEADLINE:?}"))
         .expect("run imgpipe");
     Run {
         code: out.status.code().unwrap_or(-1),
@@ -524,4 +512,72 @@ async fn presigned_submit(
     .expect("imgpipe finished")
     .unwrap();
     (Run { code: finished.code().unwrap_or(-1), stdout: first + &out, stderr: err }, id)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Access tokens: --token / IMGPIPE_TOKEN, or the client-credentials grant against the local issuer's endpoint.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_fetches_a_token_with_client_credentials_and_caches_it_until_it_expires() {
+    use std::os::unix::fs::PermissionsExt;
+    let stack = Stack::new("cli-token").await;
+    let runner = Runner::start(&stack, 0).await;
+    let scratch = Scratch::new();
+    let tenant = TenantId::parse(&format!("cli-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])).unwrap();
+    let client = imgpipe_tests::issuer().register(&tenant, &[Scope::Upload, Scope::Read]).unwrap();
+    let token_url = format!("{}/oauth2/token", runner.url);
+    let unknown = RequestId::new().to_string();
+    let status = ["status", unknown.as_str(), "--api-url", runner.url.as_str()];
+    // An authenticated call on an unknown id is the API's 404; an unauthenticated one, the authorizer's 401.
+    let authenticated = |run: &Run| run.code == 2 && run.stderr.contains("(HTTP 404 not_found)");
+    let with_secret = |secret: Option<&str>| {
+        let mut cmd = command(&scratch.0, &status);
+        cmd.args(["--token-url", &token_url, "--client-id", &client.client_id]).env_remove("IMGPIPE_TOKEN");
+        if let Some(secret) = secret {
+            cmd.env("IMGPIPE_CLIENT_SECRET", secret);
+        }
+        cmd
+    };
+
+    let run = finish(command(&scratch.0, &status).env_remove("IMGPIPE_TOKEN")).await;
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("Unauthorized (HTTP 401)") && run.stderr.contains("IMGPIPE_TOKEN"), "{run}");
+    let run = finish(command(&scratch.0, &status).env("IMGPIPE_TOKEN", "not-a-token")).await;
+    assert!(run.stderr.contains("(HTTP 401)"), "a bad --token is the API's 401: {run}");
+
+    let run = finish(&mut with_secret(Some(&client.client_secret))).await;
+    assert!(authenticated(&run), "{run}");
+    let cache = scratch.0.join("cache/imgpipe/tokens.json");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&cache), mode(cache.parent().unwrap())), (0o600, 0o700), "the cache is private");
+    let read_cache = || serde_json::from_slice::<serde_json::Value>(&std::fs::read(&cache).unwrap()).unwrap();
+    let entries = read_cache();
+    let entry = entries.as_object().unwrap().values().next().unwrap().clone();
+    assert_eq!(entries.as_object().unwrap().len(), 1, "{entries}");
+    let token = format!("Bearer {}", entry["access_token"].as_str().unwrap());
+    let jwt = imgpipe_tests::issuer().authorizer().validate(Some(token.as_bytes())).expect("a real token");
+    assert_eq!(jwt.claims["client_id"], tenant.as_str());
+
+    // The cached token is used: a wrong secret does not matter while it lives.
+    let run = finish(&mut with_secret(Some("wrong-secret"))).await;
+    assert!(authenticated(&run), "the cached token, not the token endpoint: {run}");
+    assert_eq!(read_cache(), entries, "the cache is unchanged");
+
+    // Less than a minute to live: a new token is fetched (refused with the wrong secret, granted with the right one).
+    let soon = jsonwebtoken::get_current_timestamp() + 30;
+    let key = entries.as_object().unwrap().keys().next().unwrap().clone();
+    let expiring = serde_json::json!({ key.clone(): {"access_token": entry["access_token"], "expires_at": soon} });
+    std::fs::write(&cache, expiring.to_string()).unwrap();
+    let run = finish(&mut with_secret(Some("wrong-secret"))).await;
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("invalid_client") && !run.stderr.contains("HTTP 404"), "{run}");
+    let run = finish(&mut with_secret(Some(&client.client_secret))).await;
+    assert!(authenticated(&run), "{run}");
+    assert!(read_cache()[&key]["expires_at"].as_u64().unwrap() > soon + 3000, "a fresh token is cached");
+
+    // The secret comes from the environment only.
+    let run = finish(&mut with_secret(None)).await;
+    assert!(run.code == 2 && run.stderr.contains("IMGPIPE_CLIENT_SECRET"), "{run}");
+    let run = imgpipe(&scratch.0, &["status", &unknown, "--client-secret", &client.client_secret]).await;
+    assert!(run.code == 2 && run.stderr.contains("unexpected argument"), "no --client-secret flag: {run}");
 }

@@ -193,7 +193,7 @@ async fn idempotency_key_returns_the_same_request_and_refuses_a_different_file()
             .header("idempotency-key", "order-42")
             .body(lambda_http::Body::from(body))
             .unwrap();
-        imgpipe_upload::handle(&stack.app, req)
+        imgpipe_upload::handle(&stack.app, imgpipe_tests::authorized(&stack.app, req))
     };
     let (code, first) = imgpipe_tests::json_of(upload(csv.to_string()).await);
     assert_eq!(code, 202, "{first}");
@@ -222,7 +222,7 @@ async fn a_crash_between_documents_and_messages_is_finished_by_the_retry() {
             .header("idempotency-key", "crash-1")
             .body(lambda_http::Body::from(csv))
             .unwrap();
-        imgpipe_upload::handle(&stack.app, req)
+        imgpipe_upload::handle(&stack.app, imgpipe_tests::authorized(&stack.app, req))
     };
     stack.app.faults.arm("ingest.after_documents");
     let (code, body) = imgpipe_tests::json_of(upload().await);
@@ -249,7 +249,7 @@ async fn presigned_upload_lands_in_incoming_and_gets_the_announced_request_id() 
     let size = serde_json::json!({"size": csv.len()}).to_string();
     let req =
         http::Request::builder().method("POST").uri("/uploads/presign").body(lambda_http::Body::from(size)).unwrap();
-    let (code, body) = imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, req).await);
+    let (code, body) = imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, imgpipe_tests::authorized(&stack.app, req)).await);
     assert_eq!(code, 200, "{body}");
     let url = body["uploadUrl"].as_str().unwrap();
     assert!(url.starts_with("http://127.0.0.1"), "{url}");

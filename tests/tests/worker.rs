@@ -105,7 +105,9 @@ async fn the_last_two_images_finishing_together_finalise_once_with_one_webhook()
             .header("content-type", "text/csv")
             .body(lambda_http::Body::from(csv))
             .unwrap();
-        let (code, body) = imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, req).await);
+        let (code, body) = imgpipe_tests::json_of(
+            imgpipe_upload::handle(&stack.app, imgpipe_tests::authorized(&stack.app, req)).await,
+        );
         assert_eq!(code, 202, "{body}");
         let id = request_id(&body).to_string();
         let bodies = stack.take_bodies(2).await;
@@ -148,7 +150,8 @@ async fn a_webhook_that_fails_twice_is_retried_signed_and_recorded() {
         .header("content-type", "text/csv")
         .body(lambda_http::Body::from(format!("S. No.,Product Name,Input Image Urls\n1,A,{a}\n")))
         .unwrap();
-    let (code, body) = imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, req).await);
+    let (code, body) =
+        imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, imgpipe_tests::authorized(&stack.app, req)).await);
     assert_eq!(code, 202, "{body}");
     let id = request_id(&body).to_string();
     let sent_after = unix_seconds();
@@ -217,7 +220,8 @@ async fn a_webhook_to_a_refused_address_is_rejected_at_upload() {
         .header("content-type", "text/csv")
         .body(lambda_http::Body::from("S. No.,Product Name,Input Image Urls\n1,A,http://127.0.0.1:9/a.jpg\n"))
         .unwrap();
-    let (code, body) = imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, req).await);
+    let (code, body) =
+        imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, imgpipe_tests::authorized(&stack.app, req)).await);
     assert_eq!(code, 400, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("link-local"), "{body}");
     assert_eq!(stack.requests().count_documents(doc! {}).await.unwrap(), 0);

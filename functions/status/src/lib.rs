@@ -2,6 +2,7 @@
 //! `GET /requests/{requestId}/output.csv`, and the reports `GET /requests` and `GET /stats`.
 
 use imgpipe_core::api::{error_response, json_response};
+use imgpipe_core::auth::Identity;
 use imgpipe_core::domain::RequestId;
 use imgpipe_core::service::reports::{ListQuery, list_requests, stats};
 use imgpipe_core::service::status::{CsvDownload, output_csv, request_status};
@@ -47,7 +48,7 @@ fn url_form_pairs(query: &str) -> impl Iterator<Item = (std::borrow::Cow<'_, str
     form_urlencoded::parse(query.as_bytes())
 }
 
-async fn respond(app: &App, req: &Request) -> Result<Response<Body>, Error> {
+async fn respond(app: &App, req: &Request, _identity: &Identity) -> Result<Response<Body>, Error> {
     let int_param = |name: &str| {
         query_param(req, name)
             .map(|l| l.parse::<i64>().map_err(|_| Error::BadRequest(format!("invalid {name} `{l}`"))))
@@ -104,5 +105,9 @@ async fn respond(app: &App, req: &Request) -> Result<Response<Body>, Error> {
 
 /// Handles one API Gateway request. Every outcome, including errors, is an HTTP response.
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
-    respond(app, &req).await.unwrap_or_else(|e| error_response(&e).map(Body::from))
+    let identity = match imgpipe_identity::authorize(&req, &app.config.tenant_claim) {
+        Ok(identity) => identity,
+        Err(denied) => return denied.response().map(Body::from),
+    };
+    respond(app, &req, &identity).await.unwrap_or_else(|e| error_response(&e).map(Body::from))
 }

@@ -5,11 +5,13 @@
 //! - S3 `ObjectCreated` events for `incoming/*.csv`.
 //!
 //! One Lambda function serves the API and the bucket trigger: [`handle_event`] tells the two payloads apart.
+//! API requests carry the caller's identity (`imgpipe_identity`); bucket events have none.
 
 pub mod s3;
 
 use bytes::Bytes;
 use imgpipe_core::api::{error_response, json_response};
+use imgpipe_core::auth::Identity;
 use imgpipe_core::domain::ImageUrl;
 use imgpipe_core::service::ingest::{Accepted, ingest_upload};
 use imgpipe_core::{App, Error};
@@ -24,14 +26,18 @@ fn status_url(app: &App, id: &imgpipe_core::domain::RequestId) -> String {
 
 /// Handles one API Gateway request. Every outcome, including errors, is an HTTP response.
 pub async fn handle(app: &App, req: Request) -> Response<Body> {
+    let identity = match imgpipe_identity::authorize(&req, &app.config.tenant_claim) {
+        Ok(identity) => identity,
+        Err(denied) => return denied.response().map(Body::from),
+    };
     let path = req.uri().path().trim_end_matches('/');
     if path.ends_with("/uploads/presign") {
-        return match presign(app, &req).await {
+        return match presign(app, &req, &identity).await {
             Ok(body) => json_response(StatusCode::OK, &body).map(Body::from),
             Err(e) => error_response(&e).map(Body::from),
         };
     }
-    match upload(app, &req).await {
+    match upload(app, &req, &identity).await {
         Ok(accepted) => {
             let status_url = status_url(app, &accepted.request_id);
             let body = json!({
@@ -49,7 +55,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
     }
 }
 
-async fn upload(app: &App, req: &Request) -> Result<Accepted, Error> {
+async fn upload(app: &App, req: &Request, _identity: &Identity) -> Result<Accepted, Error> {
     if !req.uri().path().trim_end_matches('/').ends_with("/uploads") {
         return Err(Error::NoRoute(format!("{} {}", req.method(), req.uri().path())));
     }
@@ -106,7 +112,7 @@ struct PresignRequest {
 
 /// `POST /uploads/presign`: where to PUT a CSV too large for the API; it is ingested when it lands. The size is
 /// declared first and refused over `IMGPIPE_MAX_DROPPED_CSV_BYTES`, before any byte is uploaded.
-async fn presign(app: &App, req: &Request) -> Result<serde_json::Value, Error> {
+async fn presign(app: &App, req: &Request, _identity: &Identity) -> Result<serde_json::Value, Error> {
     if req.method() != Method::POST {
         return Err(Error::MethodNotAllowed("POST"));
     }
