@@ -11,6 +11,7 @@ why, if the request does not complete within 120 s or any answer does not confor
 import csv
 import io
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -29,6 +30,8 @@ def call(api, method, path, query="", body=None, content_type=None):
     req = urllib.request.Request(url, data=body, method=method)
     if content_type:
         req.add_header("Content-Type", content_type)
+    # The access token (contract.sh's IMGPIPE_TOKEN) goes to the API only, never along a redirect to S3.
+    req.add_unredirected_header("Authorization", f"Bearer {os.environ['IMGPIPE_TOKEN']}")
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, r.headers.get("Content-Type", ""), dict(r.headers), r.read()
