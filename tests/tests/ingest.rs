@@ -249,7 +249,8 @@ async fn presigned_upload_lands_in_incoming_and_gets_the_announced_request_id() 
     let size = serde_json::json!({"size": csv.len()}).to_string();
     let req =
         http::Request::builder().method("POST").uri("/uploads/presign").body(lambda_http::Body::from(size)).unwrap();
-    let (code, body) = imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, imgpipe_tests::authorized(&stack.app, req)).await);
+    let (code, body) =
+        imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, imgpipe_tests::authorized(&stack.app, req)).await);
     assert_eq!(code, 200, "{body}");
     let url = body["uploadUrl"].as_str().unwrap();
     assert!(url.starts_with("http://127.0.0.1"), "{url}");

@@ -109,7 +109,7 @@ async fn presign(stack: &Stack, body: &str) -> (u16, Value) {
         .uri("/uploads/presign")
         .body(lambda_http::Body::from(body.to_string()))
         .unwrap();
-    imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, req).await)
+    imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, imgpipe_tests::authorized(&stack.app, req)).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
