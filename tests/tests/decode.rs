@@ -6,8 +6,6 @@
 //! WebP, palette PNG, CMYK TIFF, an EXIF-tagged WebP and TIFF) is committed in `tests/images/`, made with Pillow
 //! as described in `tests/images/README.md`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::Cursor;
 use std::time::{Duration, Instant};
 
@@ -29,65 +27,47 @@ const GREY: [u8; 3] = [128, 128, 128];
 const PINK: [u8; 3] = [255, 127, 127];
 
 // ---------------------------------------------------------------------------------------------------------------
-// Allocation accounting: a global allocator that keeps, per thread, the bytes currently allocated and their peak.
-// Each test runs on its own thread and the codecs are single-threaded, so a thread's numbers are those of the
-// `compress` call it makes.
+// Memory: one compress in a child process (the `compress-rss` binary of this crate), whose peak resident set counts
+// the C allocations of libjpeg-turbo as well as Rust's, and no other test's.
 
-struct CountingAllocator;
-
-thread_local! {
-    static ALLOCATED: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
+/// What one compress in a fresh process held and answered.
+struct ChildRun {
+    /// Peak resident set during compress, above the resident set when it started.
+    growth: u64,
+    /// `Ok((width, height))`, or the error's `Debug` form.
+    result: Result<(u32, u32), String>,
 }
 
-fn track(delta: isize) {
-    let _ = ALLOCATED.try_with(|allocated| {
-        let now = allocated.get() + delta;
-        allocated.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-    });
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged; the counters touch only const-initialised
-// thread-locals without destructors, which never allocate.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            track(layout.size() as isize);
+#[track_caller]
+fn compress_in_child(input: &[u8], limits: CompressLimits) -> ChildRun {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_compress-rss"))
+        .args([limits.max_pixels.to_string(), limits.max_dimension.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start compress-rss");
+    child.stdin.take().unwrap().write_all(input).expect("write the image to compress-rss");
+    // A deadline, not a hang: the child is killed and the test fails if it runs away.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().expect("wait for compress-rss").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("compress-rss still running after 120 s");
         }
-        ptr
+        std::thread::sleep(Duration::from_millis(5)); // polling the child's exit, with the deadline above
     }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            track(layout.size() as isize);
-        }
-        ptr
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        track(-(layout.size() as isize));
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            track(new_size as isize - layout.size() as isize);
-        }
-        new
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
-
-/// Runs `f` and returns its result with the peak number of bytes it had allocated at once on this thread.
-fn peak_allocation<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    let start = ALLOCATED.with(Cell::get);
-    PEAK.with(|peak| peak.set(start));
-    let result = f();
-    let peak = PEAK.with(Cell::get);
-    (result, usize::try_from(peak - start).unwrap_or(0))
+    let output = child.wait_with_output().expect("compress-rss output");
+    assert!(output.status.success(), "compress-rss failed: {}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("compress-rss JSON");
+    let kib = |field: &str| report[field].as_u64().unwrap_or_else(|| panic!("{field} in {report}"));
+    let result = match report["error"].as_str() {
+        Some(error) => Err(error.to_string()),
+        None => Ok((kib("width") as u32, kib("height") as u32)),
+    };
+    ChildRun { growth: kib("peak_kib").saturating_sub(kib("rss_before_kib")) * 1024, result }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -915,13 +895,14 @@ fn gif_first_frame_smaller_than_the_screen() {
 // ---------------------------------------------------------------------------------------------------------------
 // Bombs: tiny files declaring huge images, refused from the header.
 
+/// What refusing a bomb may add to the process's resident set: the header parsers' and libjpeg's small
+/// structures, far from any image-sized buffer (the smallest bomb here would decode to 48 MB).
+const BOMB_RSS_BOUND: u64 = 4 << 20;
+
 #[track_caller]
 fn assert_refused_as_bomb(input: &[u8], width: u32, height: u32) {
     assert!(input.len() < 1024, "the bomb is tiny: {} bytes", input.len());
-    let started = Instant::now();
-    let (result, peak) = peak_allocation(|| compress(input, QUALITY, LIMITS));
-    let elapsed = started.elapsed();
-    match result {
+    match compress(input, QUALITY, LIMITS) {
         Err(CompressError::TooLarge { width: w, height: h, limit }) => {
             assert_eq!((w, h), (width, height), "the declared dimensions are reported");
             let message = CompressError::TooLarge { width: w, height: h, limit }.to_string();
@@ -929,8 +910,11 @@ fn assert_refused_as_bomb(input: &[u8], width: u32, height: u32) {
         }
         other => panic!("{width}×{height}: expected TooLarge, got {other:?}"),
     }
-    assert!(elapsed < Duration::from_millis(100), "refused in {elapsed:?}");
-    assert!(peak < 1 << 20, "{width}×{height}: {peak} bytes allocated while refusing");
+    // Refused before allocation: measured from the process, so C allocations count.
+    let run = compress_in_child(input, LIMITS);
+    assert!(run.result.is_err(), "{width}×{height}: {:?}", run.result);
+    println!("{width}×{height}: resident set grew by {} bytes while refusing", run.growth);
+    assert!(run.growth < BOMB_RSS_BOUND, "{width}×{height}: resident set grew by {} bytes while refusing", run.growth);
 }
 
 #[test]
@@ -1029,32 +1013,36 @@ fn configured_limits_apply() {
     assert!(compress(&png, QUALITY, exact).is_ok(), "the limits are inclusive");
 }
 
-/// Decoding works on the decoded buffer: no full-size copy for the conversion to 8-bit RGB, the alpha flattening
-/// or the orientation.
+/// Codec state, row buffers and the output JPEG, beyond the image-sized buffers each case below allows.
+const CODEC_RSS_SLACK: u64 = 3 << 20;
+
+/// Decoding works on one decoded buffer at most: no full-size copy for the conversion to 8-bit RGB, the alpha
+/// flattening or the orientation, and none at all for an upright JPEG (rows stream from libjpeg to the encoder).
+/// Measured as the peak resident set of a child process, so libjpeg's own allocations count.
 #[test]
 fn memory_is_one_decoded_image() {
-    let (w, h) = (1024u32, 768u32);
+    let (w, h) = (2048u32, 1536u32);
     let rgba = RgbaImage::from_fn(w, h, |x, y| Rgba([(x % 256) as u8, (y % 256) as u8, 90, ((x + y) % 256) as u8]));
     let rgba16: ImageBuffer<Rgba<u16>, Vec<u16>> = ImageBuffer::from_fn(w, h, |x, y| {
         let p = rgba.get_pixel(x, y).0;
         Rgba(p.map(widen))
     });
     let rgb = DynamicImage::ImageRgba8(rgba.clone()).to_rgb8();
-    let rotated = jpeg_with_exif(&jpeg_of(&DynamicImage::ImageRgb8(rgb), 90), 6, true);
-    for (name, input, decoded_bytes) in [
-        ("RGBA8 PNG", encode(&DynamicImage::ImageRgba8(rgba), ImageFormat::Png), w * h * 4),
-        ("RGBA16 PNG", encode(&DynamicImage::ImageRgba16(rgba16), ImageFormat::Png), w * h * 8),
-        ("rotated JPEG", rotated, w * h * 3),
+    let upright = jpeg_of(&DynamicImage::ImageRgb8(rgb), 90);
+    let rotated = jpeg_with_exif(&upright, 6, true);
+    let pixels = u64::from(w) * u64::from(h);
+    // (case, input, image-sized bytes allowed: the decoded buffer, or nothing when rows stream)
+    for (name, input, allowed, expected) in [
+        ("RGBA8 PNG", encode(&DynamicImage::ImageRgba8(rgba), ImageFormat::Png), pixels * 4, (w, h)),
+        ("RGBA16 PNG", encode(&DynamicImage::ImageRgba16(rgba16), ImageFormat::Png), pixels * 8, (w, h)),
+        ("rotated JPEG", rotated, pixels * 3, (h, w)),
+        ("upright JPEG", upright, 0, (w, h)),
     ] {
-        let (out, peak) = peak_allocation(|| compress(&input, QUALITY, LIMITS).unwrap());
-        let decoded_bytes = decoded_bytes as usize;
-        // One decoded image, the input (the JPEG decoder copies it) and 1 MiB of codec state and output.
-        let budget = decoded_bytes + input.len() + (1 << 20);
-        assert!(
-            peak <= budget,
-            "{name}: peak {peak} bytes for a {decoded_bytes}-byte decoded image (budget {budget}, output {})",
-            out.jpeg.len()
-        );
+        let run = compress_in_child(&input, LIMITS);
+        assert_eq!(run.result, Ok(expected), "{name}");
+        let bound = allowed + input.len() as u64 + CODEC_RSS_SLACK;
+        println!("{name}: resident set grew by {} bytes (bound {bound}; RGB would be {})", run.growth, pixels * 3);
+        assert!(run.growth <= bound, "{name}: resident set grew by {} bytes, over {bound}", run.growth);
     }
 }
 
