@@ -1,12 +1,13 @@
 //! `imgpipe-bench codec --corpus DIR [--short]`: runs the worker's real `compress` over every image of a corpus
 //! (made by scripts/bench/corpus.sh), and Pillow on the same files in the same run when it is importable
-//! (scripts/bench/pillow_ref.py), and prints per image and in total: MP/s (single-threaded, best of N), output
-//! bytes, a SSIMULACRA2 score of the output against the source, and the ratios imgpipe/Pillow; then the peak RSS of
-//! compressing the largest JPEG and PNG, each in a fresh child process. Files with an ICC profile (the corpus's
+//! (scripts/bench/pillow_ref.py), interleaved file by file, and prints per image and in total: MP/s
+//! (single-threaded, best of N), output bytes, a SSIMULACRA2 score of the output against the source, and the ratios
+//! imgpipe/Pillow; then the peak RSS of compressing the largest JPEG and PNG, each in a fresh child process. Files with an ICC profile (the corpus's
 //! `prof-*`) are scored against LittleCMS's conversion to sRGB, and get a table of their own (`colour`): speed and
 //! mean ΔE76 of both sides.
 //!
-//! Figures are printed, never asserted: the short mode (CI) only keeps the command from rotting.
+//! Figures are printed, never asserted. What is checked is that everything worked: the command exits non-zero
+//! when any file fails on any side, so the short mode (CI) catches a codec that stopped compressing.
 
 use std::fmt::Write as _;
 use std::io::Cursor;
@@ -21,7 +22,9 @@ use serde::Deserialize;
 
 mod colour;
 mod dct_domain;
+mod pillow;
 use dct_domain::compress_in_dct_domain;
+use pillow::Pillow;
 
 /// The worker's defaults (IMGPIPE_MAX_PIXELS, IMGPIPE_MAX_DIMENSION).
 const LIMITS: CompressLimits = CompressLimits { max_pixels: 50_000_000, max_dimension: 20_000 };
@@ -74,24 +77,6 @@ fn main() {
     }
 }
 
-#[derive(Deserialize)]
-struct PillowRun {
-    pillow: String,
-    libjpeg_turbo: Option<String>,
-    results: Vec<PillowResult>,
-}
-
-#[derive(Deserialize)]
-struct PillowResult {
-    seconds: Option<f64>,
-    bytes: usize,
-    output: PathBuf,
-    error: Option<String>,
-    /// For a file with an ICC profile: its pixels converted to sRGB by LittleCMS (PNG), the score reference.
-    #[serde(default)]
-    reference: Option<PathBuf>,
-}
-
 struct Side {
     seconds: f64,
     bytes: usize,
@@ -125,26 +110,33 @@ fn codec(corpus: &Path, short: bool, quality: u8, repeat: usize, python: &str) {
     assert!(!files.is_empty(), "no images in {}", corpus.display());
     println!("{}", environment(short, repeat, quality));
 
-    // Pillow first (a child process), so that both sides' outputs exist when scoring.
-    let pillow = run_pillow(python, &files, quality, repeat, corpus);
-    if let Some(run) = &pillow {
-        println!(
-            "Pillow {} (libjpeg-turbo {}), same files, same process layout (one image at a time)",
-            run.pillow,
-            run.libjpeg_turbo.as_deref().unwrap_or("?")
-        );
-    } else {
-        println!("Pillow is not importable by {python}: imgpipe only (scripts/bench/codec.sh installs it)");
+    let mut pillow = Pillow::start(python, quality, repeat, &corpus.with_extension("pillow-out"));
+    match &pillow {
+        Some(p) => println!("{}, same files, interleaved file by file, one image at a time", p.version),
+        None => println!("Pillow is not importable by {python}: imgpipe only (scripts/bench/codec.sh installs it)"),
     }
+    let with_pillow = pillow.is_some();
     println!();
 
     let mut rows = Vec::new();
     for (i, file) in files.iter().enumerate() {
         let input = std::fs::read(file).unwrap();
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        // Both sides on this file, one after the other, which goes first alternating from file to file (neither
+        // always runs on a warmer cache); scored afterwards.
+        let mut run_pillow = || pillow.as_mut().map(|p| p.compress(file));
+        let (timed, pillow_run) = if i % 2 == 0 {
+            let timed = time_ours(&input, quality, repeat, compress);
+            (timed, run_pillow())
+        } else {
+            let pillow_run = run_pillow();
+            (time_ours(&input, quality, repeat, compress), pillow_run)
+        };
+        let jpeg_input = image::guess_format(&input).ok() == Some(image::ImageFormat::Jpeg);
+        let dct_timed = jpeg_input.then(|| time_ours(&input, quality, repeat, compress_in_dct_domain));
         // A profiled file is scored against LittleCMS's conversion (one that ignored the profile would score correct
         // output below wrong output).
-        let lcms = pillow.as_ref().and_then(|run| run.results[i].reference.as_ref());
+        let lcms = pillow_run.as_ref().and_then(|r| r.reference.as_ref());
         let lcms = lcms.and_then(|path| image::open(path).ok()).map(|image| image.to_rgb8());
         let profiled = lcms.is_some();
         let reference = lcms.map_or_else(|| reference_pixels(&input), Ok);
@@ -154,35 +146,32 @@ fn codec(corpus: &Path, short: bool, quality: u8, repeat: usize, python: &str) {
                 .flatten()
         };
         let megapixels = reference.as_ref().map(|r| f64::from(r.width()) * f64::from(r.height()) / 1e6).unwrap_or(0.0);
-        let side = |f: fn(&[u8], u8, CompressLimits) -> Result<Compressed, CompressError>| {
-            time_ours(&input, quality, repeat, f).map(|(seconds, jpeg)| Side {
+        let side = |timed: Result<(f64, Vec<u8>), String>| {
+            timed.map(|(seconds, jpeg)| Side {
                 seconds,
                 bytes: jpeg.len(),
                 score: reference.as_ref().ok().and_then(|r| score(r, &jpeg)),
                 delta_e: delta_e(&jpeg),
             })
         };
-        let ours = side(compress);
-        let jpeg_input = image::guess_format(&input).ok() == Some(image::ImageFormat::Jpeg);
-        let dct_domain = jpeg_input.then(|| side(compress_in_dct_domain));
-        let pillow = pillow.as_ref().map(|run| {
-            let r = &run.results[i];
-            match (&r.error, r.seconds) {
-                (None, Some(seconds)) => {
-                    let jpeg = std::fs::read(&r.output).ok();
-                    Ok(Side {
-                        seconds,
-                        bytes: r.bytes,
-                        score: jpeg.as_ref().and_then(|jpeg| reference.as_ref().ok().and_then(|r| score(r, jpeg))),
-                        delta_e: jpeg.as_ref().and_then(|jpeg| delta_e(jpeg)),
-                    })
-                }
-                (error, _) => Err(error.clone().unwrap_or_else(|| "no result".into())),
+        let ours = side(timed);
+        let dct_domain = dct_timed.map(side);
+        let pillow_side = pillow_run.map(|r| match (&r.error, r.seconds) {
+            (None, Some(seconds)) => {
+                let jpeg = std::fs::read(&r.output).ok();
+                Ok(Side {
+                    seconds,
+                    bytes: r.bytes,
+                    score: jpeg.as_ref().and_then(|jpeg| reference.as_ref().ok().and_then(|r| score(r, jpeg))),
+                    delta_e: jpeg.as_ref().and_then(|jpeg| delta_e(jpeg)),
+                })
             }
+            (error, _) => Err(error.clone().unwrap_or_else(|| "no result".into())),
         });
-        rows.push(Row { name, jpeg_input, profiled, megapixels, ours, pillow, dct_domain });
+        rows.push(Row { name, jpeg_input, profiled, megapixels, ours, pillow: pillow_side, dct_domain });
     }
-    print!("{}", table(&rows, pillow.is_some()));
+    drop(pillow);
+    print!("{}", table(&rows, with_pillow));
     println!();
     print!("{}", dct_domain_table(&rows));
     let profiled: Vec<colour::Profiled<'_>> = rows
@@ -212,9 +201,34 @@ fn codec(corpus: &Path, short: bool, quality: u8, repeat: usize, python: &str) {
             .max_by(|a, b| a.0.megapixels.total_cmp(&b.0.megapixels))
             .map(|(_, f)| f.clone())
     };
+    let mut failures = failures(&rows);
     for file in [largest(true), largest(false)].into_iter().flatten() {
-        print_rss(&file, quality, python);
+        if let Err(e) = print_rss(&file, quality, python) {
+            failures.push(format!("{}: peak RSS run: {e}", file.display()));
+        }
     }
+    if !failures.is_empty() {
+        eprintln!("codec benchmark: {} failure(s):", failures.len());
+        for failure in &failures {
+            eprintln!("  {failure}");
+        }
+        std::process::exit(1);
+    }
+}
+
+/// Every file a side failed to compress, with the error.
+fn failures(rows: &[Row]) -> Vec<String> {
+    let mut out = Vec::new();
+    for row in rows {
+        let sides =
+            [("imgpipe", Some(&row.ours)), ("Pillow", row.pillow.as_ref()), ("DCT domain", row.dct_domain.as_ref())];
+        for (side, result) in sides {
+            if let Some(Err(e)) = result {
+                out.push(format!("{}: {side}: {e}", row.name));
+            }
+        }
+    }
+    out
 }
 
 fn environment(short: bool, repeat: usize, quality: u8) -> String {
@@ -232,26 +246,6 @@ fn environment(short: bool, repeat: usize, quality: u8) -> String {
         "codec benchmark{}: quality {quality}, best of {repeat}, single-threaded; {cpu}, {cores} cores; {profile}",
         if short { " (short)" } else { "" }
     )
-}
-
-fn run_pillow(python: &str, files: &[PathBuf], quality: u8, repeat: usize, corpus: &Path) -> Option<PillowRun> {
-    let importable = Command::new(python).args(["-c", "import PIL.Image"]).output().is_ok_and(|o| o.status.success());
-    if !importable {
-        return None;
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench/pillow_ref.py");
-    let out_dir = corpus.with_extension("pillow-out");
-    let output = Command::new(python)
-        .arg(&script)
-        .args(["--quality", &quality.to_string(), "--repeat", &repeat.to_string(), "--out"])
-        .arg(&out_dir)
-        .args(files)
-        .output()
-        .expect("run pillow_ref.py");
-    assert!(output.status.success(), "pillow_ref.py failed: {}", String::from_utf8_lossy(&output.stderr));
-    let run: PillowRun = serde_json::from_slice(&output.stdout).expect("pillow_ref.py JSON");
-    assert_eq!(run.results.len(), files.len());
-    Some(run)
 }
 
 fn time_ours(
@@ -517,7 +511,7 @@ struct RssReport {
     peak_kib: u64,
 }
 
-fn print_rss(file: &Path, quality: u8, python: &str) {
+fn print_rss(file: &Path, quality: u8, python: &str) -> Result<(), String> {
     let output = Command::new(std::env::current_exe().unwrap())
         .arg("rss")
         .arg(file)
@@ -526,8 +520,9 @@ fn print_rss(file: &Path, quality: u8, python: &str) {
         .expect("re-run the bench binary");
     let name = file.file_name().unwrap().to_string_lossy();
     let Ok(r) = serde_json::from_slice::<RssReport>(&output.stdout) else {
-        println!("  {name}: failed: {}", String::from_utf8_lossy(&output.stderr));
-        return;
+        let error = String::from_utf8_lossy(&output.stderr).into_owned();
+        println!("  {name}: failed: {error}");
+        return Err(error);
     };
     let decoded = f64::from(r.width) * f64::from(r.height) * 3.0 / 1e6;
     let peak = r.peak_kib as f64 * 1024.0 / 1e6;
@@ -540,18 +535,11 @@ fn print_rss(file: &Path, quality: u8, python: &str) {
         peak / decoded,
         r.baseline_kib as f64 * 1024.0 / 1e6,
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench/pillow_ref.py");
-    if let Ok(o) = Command::new(python)
-        .arg(&script)
-        .args(["--rss", "--quality", &quality.to_string(), "--out", "-"])
-        .arg(file)
-        .output()
-        && o.status.success()
-        && let Ok(kib) = String::from_utf8_lossy(&o.stdout).trim().parse::<f64>()
-    {
+    if let Some(kib) = pillow::peak_rss_kib(python, quality, file) {
         let _ = write!(line, "; Pillow: peak {:.0} MB", kib * 1024.0 / 1e6);
     }
     println!("{line}");
+    Ok(())
 }
 
 /// The hidden `rss` subcommand: one compress, then this process's peak resident set.

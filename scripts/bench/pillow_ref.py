@@ -5,13 +5,17 @@ Does what imgpipe's compress does, the usual Pillow way: open from bytes, apply 
 convert CMYK and palettes to RGB, save a JPEG at the given quality (Pillow's defaults: 4:2:0, standard tables, no
 Huffman optimisation, no metadata). An image with an embedded ICC profile is first converted to sRGB by LittleCMS
 (`ImageCms.profileToProfile`, as a colour-managed pipeline must; Pillow alone would drop the profile). Times the
-whole of that per file, single-threaded, best of --repeat runs, writes each output next to the others for the
-quality score, and prints JSON on stdout. For a profiled file it also writes the LittleCMS-converted pixels as a PNG
-(`reference`): the benchmark scores both sides against it, since a reference that ignored the profile would score
-correct output below wrong output.
+whole of that per file, single-threaded, best of --repeat runs, and writes each output next to the others for the
+quality score. For a profiled file it also writes the LittleCMS-converted pixels as a PNG (`reference`): the
+benchmark scores both sides against it, since a reference that ignored the profile would score correct output below
+wrong output.
 
-usage: pillow_ref.py --quality 50 --repeat 3 --out DIR FILE...
-       pillow_ref.py --rss --quality 50 --out - FILE   (one compress; prints this process's peak RSS, VmHWM, in KiB)
+usage: pillow_ref.py --serve --quality 50 --repeat 3 --out DIR
+         one JSON line first ({"pillow", "libjpeg_turbo", "python"}), then for each request line on stdin
+         ({"file": PATH}) one result line ({"file", "seconds", "bytes", "output", "error", "reference"}): the
+         benchmark asks for one file at a time, between its own runs of the same file, so that machine load skews
+         neither side
+       pillow_ref.py --rss --quality 50 FILE   (one compress; prints this process's peak RSS, VmHWM, in KiB)
 """
 
 import argparse
@@ -54,13 +58,37 @@ def compress(data, quality):
     return out.getvalue()
 
 
+def run_one(path, quality, repeat, out):
+    with open(path, "rb") as f:
+        data = f.read()
+    best, jpeg, error = None, b"", None
+    try:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            jpeg = compress(data, quality)
+            elapsed = time.perf_counter() - t0
+            best = elapsed if best is None else min(best, elapsed)
+    except Exception as e:  # noqa: BLE001 - reported per file
+        error = f"{type(e).__name__}: {e}"
+    output = os.path.join(out, os.path.basename(path) + ".pillow.jpg")
+    if error is None:
+        with open(output, "wb") as f:
+            f.write(jpeg)
+    reference = None
+    if error is None and Image.open(io.BytesIO(data)).info.get("icc_profile"):
+        reference = os.path.join(out, os.path.basename(path) + ".reference.png")
+        prepare(data).convert("RGB").save(reference)
+    return {"file": path, "seconds": best, "bytes": len(jpeg), "output": output, "error": error, "reference": reference}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quality", type=int, default=50)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out")
     p.add_argument("--rss", action="store_true")
-    p.add_argument("files", nargs="+")
+    p.add_argument("--serve", action="store_true")
+    p.add_argument("files", nargs="*")
     a = p.parse_args()
     if a.rss:
         with open(a.files[0], "rb") as f:
@@ -69,40 +97,13 @@ def main():
         with open("/proc/self/status") as f:
             print(next(line.split()[1] for line in f if line.startswith("VmHWM:")))
         return
+    if not a.serve or not a.out:
+        p.error("--serve --out DIR, or --rss FILE")
     os.makedirs(a.out, exist_ok=True)
-    results = []
-    for path in a.files:
-        with open(path, "rb") as f:
-            data = f.read()
-        best, jpeg, error = None, b"", None
-        try:
-            for _ in range(a.repeat):
-                t0 = time.perf_counter()
-                jpeg = compress(data, a.quality)
-                elapsed = time.perf_counter() - t0
-                best = elapsed if best is None else min(best, elapsed)
-        except Exception as e:  # noqa: BLE001 - reported per file
-            error = f"{type(e).__name__}: {e}"
-        output = os.path.join(a.out, os.path.basename(path) + ".pillow.jpg")
-        if error is None:
-            with open(output, "wb") as f:
-                f.write(jpeg)
-        reference = None
-        if error is None and Image.open(io.BytesIO(data)).info.get("icc_profile"):
-            reference = os.path.join(a.out, os.path.basename(path) + ".reference.png")
-            prepare(data).convert("RGB").save(reference)
-        results.append(
-            {"file": path, "seconds": best, "bytes": len(jpeg), "output": output, "error": error, "reference": reference}
-        )
-    json.dump(
-        {
-            "pillow": PIL.__version__,
-            "libjpeg_turbo": features.version("libjpeg_turbo"),
-            "python": sys.version.split()[0],
-            "results": results,
-        },
-        sys.stdout,
-    )
+    hello = {"pillow": PIL.__version__, "libjpeg_turbo": features.version("libjpeg_turbo"), "python": sys.version.split()[0]}
+    print(json.dumps(hello), flush=True)
+    for line in sys.stdin:
+        print(json.dumps(run_one(json.loads(line)["file"], a.quality, a.repeat, a.out)), flush=True)
 
 
 if __name__ == "__main__":
