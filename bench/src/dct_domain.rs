@@ -190,7 +190,8 @@ mod tests {
     use super::*;
     use image::{DynamicImage, RgbImage};
 
-    const LIMITS: CompressLimits = CompressLimits { max_pixels: 10_000_000, max_dimension: 10_000 };
+    const LIMITS: CompressLimits =
+        CompressLimits { max_pixels: 10_000_000, max_dimension: 10_000, ..CompressLimits::DEFAULT };
 
     /// A JPEG from `compress` itself (4:2:0 or grey, baseline), of a PNG of `image`.
     fn jpeg_of(image: &DynamicImage, quality: u8) -> Vec<u8> {

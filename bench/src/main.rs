@@ -26,8 +26,8 @@ mod pillow;
 use dct_domain::compress_in_dct_domain;
 use pillow::Pillow;
 
-/// The worker's defaults (IMGPIPE_MAX_PIXELS, IMGPIPE_MAX_DIMENSION).
-const LIMITS: CompressLimits = CompressLimits { max_pixels: 50_000_000, max_dimension: 20_000 };
+/// The worker's defaults (IMGPIPE_MAX_PIXELS, IMGPIPE_MAX_DIMENSION, IMGPIPE_MAX_DECODE_BYTES).
+const LIMITS: CompressLimits = CompressLimits::DEFAULT;
 
 /// Quality is scored on a centred window of at most this many pixels a side (SSIMULACRA2 of a 24 MP image takes
 /// seconds and gigabytes; a window keeps the full-resolution pixels, which is what the score is about).

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::adapters::{aws_config, mongo::MongoRepository, s3::S3Store, sqs};
 use crate::config::Config;
+use crate::decode_budget::DecodeBudget;
 use crate::error::{Error, Result};
 use crate::fault::Faults;
 use crate::fetch::Fetcher;
@@ -17,6 +18,8 @@ pub struct App {
     pub queue: Arc<dyn JobQueue>,
     pub repo: Arc<dyn Repository>,
     pub fetcher: Fetcher,
+    /// What the images decoded at once may hold together, one budget for the whole process.
+    pub decode_budget: Arc<DecodeBudget>,
     /// Fault-injection points, armed only by tests; empty (and never armed) in production.
     pub faults: Faults,
 }
@@ -33,6 +36,7 @@ impl App {
             queue: Arc::new(sqs::SqsQueue::new(sqs, &config)),
             repo: Arc::new(repo),
             fetcher,
+            decode_budget: Arc::new(DecodeBudget::new(config.decode_budget())),
             faults: Faults::default(),
             config: Arc::new(config),
         })

@@ -14,6 +14,7 @@
 //!    from the input). The choices were made with `make bench-codec` (README, "Codec benchmark"); `jpeglib` holds
 //!    the error handling both libjpeg wrappers share.
 
+mod budget;
 mod colour;
 mod encode;
 mod image_crate;
@@ -28,10 +29,35 @@ use image::ImageFormat;
 pub use libjpeg::fallbacks as libjpeg_fallbacks;
 
 /// Limits checked against the image header before any pixel is decoded.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompressLimits {
     pub max_pixels: u64,
     pub max_dimension: u32,
+    /// The most memory decoding one image may hold (its decode budget, `plan`).
+    pub max_decode_bytes: u64,
+}
+
+impl CompressLimits {
+    /// The production defaults (`IMGPIPE_MAX_PIXELS`, `IMGPIPE_MAX_DIMENSION`, `IMGPIPE_MAX_DECODE_BYTES`).
+    pub const DEFAULT: CompressLimits =
+        CompressLimits { max_pixels: 50_000_000, max_dimension: 20_000, max_decode_bytes: 1 << 30 };
+}
+
+impl Default for CompressLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// What compressing an image will hold, known from its header alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub format: ImageFormat,
+    pub width: u32,
+    pub height: u32,
+    /// The decode budget: what decoding, converting and encoding hold at their peak, in bytes (the input bytes
+    /// aside). Never over `CompressLimits::max_decode_bytes`: such an image is refused.
+    pub decode_bytes: u64,
 }
 
 /// A compressed image.
@@ -58,9 +84,6 @@ pub enum CompressError {
     Encode(String),
 }
 
-/// Decoder allocations allowed beyond the decoded image itself (tables, row buffers, a frame, a compressed strip).
-const DECODER_SCRATCH: u64 = 16 << 20;
-
 /// Decodes `input` (format detected from its bytes), applies EXIF orientation, flattens transparency onto white,
 /// and encodes a baseline JPEG at `quality` (clamped to 1–100) with no metadata.
 pub fn compress(input: &[u8], quality: u8, limits: CompressLimits) -> Result<Compressed, CompressError> {
@@ -72,6 +95,20 @@ pub fn compress(input: &[u8], quality: u8, limits: CompressLimits) -> Result<Com
         return result;
     }
     image_crate::compress(input, format, options, limits)
+}
+
+/// Reads `input`'s header and says what compressing it will hold, or why it will be refused (the same reasons as
+/// [`compress`] gives from the header: not an image, over a limit, over the decode budget). No pixel is decoded.
+pub fn plan(input: &[u8], limits: CompressLimits) -> Result<Plan, CompressError> {
+    let format = sniff::sniff(input)?;
+    let jpeg = if format == ImageFormat::Jpeg { libjpeg::plan(input, limits)? } else { None };
+    let estimate = match jpeg {
+        Some(planned) => planned,
+        None => image_crate::plan(input, format, limits)?,
+    };
+    estimate.check(limits.max_decode_bytes)?;
+    let (width, height) = estimate.size;
+    Ok(Plan { format, width, height, decode_bytes: estimate.total })
 }
 
 fn check_dimensions(width: u32, height: u32, limits: CompressLimits) -> Result<(), CompressError> {

@@ -28,6 +28,12 @@ fn default_max_pixels() -> u64 {
 fn default_max_dimension() -> u32 {
     20_000
 }
+fn default_max_decode_bytes() -> u64 {
+    1 << 30
+}
+fn default_memory_reserve_bytes() -> u64 {
+    512 << 20
+}
 fn default_url_expiry_secs() -> u64 {
     3600
 }
@@ -115,6 +121,22 @@ pub struct Config {
     /// Largest width or height accepted.
     #[serde(default = "default_max_dimension")]
     pub max_dimension: u32,
+    /// Most memory decoding one image may hold (its decode budget, from the header: pixels × channels × bytes per
+    /// sample × the decoder's copies, plus rows and output); a larger image is refused before decoding.
+    #[serde(default = "default_max_decode_bytes")]
+    pub max_decode_bytes: u64,
+    /// Memory all the images a worker process decodes at once may hold together (the sum of their decode budgets
+    /// and input bytes). Unset: the function's memory (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, 1,769 MB when not on
+    /// Lambda) minus `IMGPIPE_MEMORY_RESERVE_BYTES`.
+    #[serde(default)]
+    pub decode_budget_bytes: Option<u64>,
+    /// What the worker keeps out of the decode budget: the runtime and clients, fetched bodies waiting for their
+    /// turn, outputs being stored, and the finaliser's rows and output CSV.
+    #[serde(default = "default_memory_reserve_bytes")]
+    pub memory_reserve_bytes: u64,
+    /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` (MB), set by Lambda.
+    #[serde(skip)]
+    pub function_memory_mb: Option<u64>,
     /// Comma-separated CIDRs that image fetches may reach even though they are private, loopback or link-local
     /// (for local development and tests, e.g. `127.0.0.0/8`). Empty by default: such addresses are refused.
     #[serde(default)]
@@ -178,11 +200,28 @@ pub struct Config {
 }
 
 impl Config {
+    /// The limits every image is checked against before it is decoded.
+    pub fn compress_limits(&self) -> crate::compress::CompressLimits {
+        crate::compress::CompressLimits {
+            max_pixels: self.max_pixels,
+            max_dimension: self.max_dimension,
+            max_decode_bytes: self.max_decode_bytes.min(self.decode_budget()),
+        }
+    }
+
+    /// The worker process's decode budget (`IMGPIPE_DECODE_BUDGET_BYTES`), in bytes.
+    pub fn decode_budget(&self) -> u64 {
+        self.decode_budget_bytes.unwrap_or_else(|| {
+            (self.function_memory_mb.unwrap_or(1769) << 20).saturating_sub(self.memory_reserve_bytes)
+        })
+    }
+
     /// Reads `IMGPIPE_*` variables; `AWS_REGION` is used when `IMGPIPE_REGION` is not set.
     pub fn from_env() -> Result<Self, envy::Error> {
         // An empty variable means unset (`sam local` turns a template's conditionally unset variables into "").
         let vars = std::env::vars().filter(|(k, v)| !(k.starts_with("IMGPIPE_") && v.is_empty()));
         let mut config: Config = envy::prefixed("IMGPIPE_").from_iter(vars)?;
+        config.function_memory_mb = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").ok().and_then(|v| v.parse().ok());
         if std::env::var_os("IMGPIPE_REGION").is_none()
             && let Ok(region) = std::env::var("AWS_REGION")
         {

@@ -10,6 +10,7 @@ pub mod compress;
 pub mod config;
 pub mod csv_input;
 pub mod csv_output;
+pub mod decode_budget;
 pub mod domain;
 pub mod error;
 pub mod failure;

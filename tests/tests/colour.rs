@@ -16,7 +16,7 @@ use serde_json::Value;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::util::SubscriberInitExt;
 
-const LIMITS: CompressLimits = CompressLimits { max_pixels: 50_000_000, max_dimension: 20_000 };
+const LIMITS: CompressLimits = CompressLimits::DEFAULT;
 const QUALITY: u8 = 50;
 const MEAN_LIMIT: f64 = 3.0;
 const MAX_LIMIT: f64 = 6.0;

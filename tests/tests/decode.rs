@@ -13,8 +13,9 @@ use image::codecs::gif::GifEncoder;
 use image::{Delay, DynamicImage, Frame, ImageBuffer, ImageFormat, Luma, LumaA, Pixel, Rgb, RgbImage, Rgba, RgbaImage};
 use imgpipe_core::compress::{CompressError, CompressLimits, Compressed, compress};
 
-/// The production defaults (`IMGPIPE_MAX_PIXELS`, `IMGPIPE_MAX_DIMENSION`, `IMGPIPE_JPEG_QUALITY`).
-const LIMITS: CompressLimits = CompressLimits { max_pixels: 50_000_000, max_dimension: 20_000 };
+/// The production defaults (`IMGPIPE_MAX_PIXELS`, `IMGPIPE_MAX_DIMENSION`, `IMGPIPE_MAX_DECODE_BYTES`,
+/// `IMGPIPE_JPEG_QUALITY`).
+const LIMITS: CompressLimits = CompressLimits::DEFAULT;
 const QUALITY: u8 = 50;
 
 const RED: [u8; 3] = [255, 0, 0];
@@ -34,6 +35,8 @@ const PINK: [u8; 3] = [255, 127, 127];
 struct ChildRun {
     /// Peak resident set during compress, above the resident set when it started.
     growth: u64,
+    /// The decode budget `plan` gave, or its refusal (`Debug`).
+    plan: Result<u64, String>,
     /// `Ok((width, height))`, or the error's `Debug` form.
     result: Result<(u32, u32), String>,
 }
@@ -43,7 +46,7 @@ fn compress_in_child(input: &[u8], limits: CompressLimits) -> ChildRun {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_compress-rss"))
-        .args([limits.max_pixels.to_string(), limits.max_dimension.to_string()])
+        .args([limits.max_pixels, u64::from(limits.max_dimension), limits.max_decode_bytes].map(|n| n.to_string()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -67,7 +70,11 @@ fn compress_in_child(input: &[u8], limits: CompressLimits) -> ChildRun {
         Some(error) => Err(error.to_string()),
         None => Ok((kib("width") as u32, kib("height") as u32)),
     };
-    ChildRun { growth: kib("peak_kib").saturating_sub(kib("rss_before_kib")) * 1024, result }
+    let plan = match report["plan_error"].as_str() {
+        Some(error) => Err(error.to_string()),
+        None => Ok(kib("plan_bytes")),
+    };
+    ChildRun { growth: kib("peak_kib").saturating_sub(kib("rss_before_kib")) * 1024, plan, result }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -359,6 +366,71 @@ fn gif_first_descriptor(gif: &[u8]) -> usize {
             other => panic!("unexpected GIF block {other:#x} at {i}"),
         }
     }
+}
+
+/// A `width`×`height` 32-bit float RGBA TIFF whose samples are all the float with four `byte` bytes, PackBits
+/// compressed (row by row, as TIFF requires): 64 times smaller than its pixels, as a real file's compression makes
+/// it, so that what the decoder holds is not mistaken for the input it holds.
+fn float_tiff_packbits(width: u32, height: u32, byte: u8) -> Vec<u8> {
+    let row_bytes = width as usize * 16;
+    let mut row = Vec::new();
+    for run in (0..row_bytes).step_by(128) {
+        let n = (row_bytes - run).min(128);
+        row.extend([(257 - n) as u8, byte]); // -(n - 1): repeat the next byte n times
+    }
+    let data = row.repeat(height as usize);
+    let entries: [(u16, u16, u32, u32); 11] = [
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 4, 0), // offset patched below
+        (259, 3, 1, 32_773),
+        (262, 3, 1, 2),
+        (273, 4, 1, 8),
+        (277, 3, 1, 4),
+        (278, 4, 1, height),
+        (279, 4, 1, data.len() as u32),
+        (338, 3, 1, 2),
+        (339, 3, 4, 0), // offset patched below
+    ];
+    let ifd_at = 8 + data.len() as u32;
+    let extra_at = ifd_at + 2 + 12 * entries.len() as u32 + 4;
+    let mut out = b"II*\0".to_vec();
+    out.extend(ifd_at.to_le_bytes());
+    out.extend_from_slice(&data);
+    out.extend((entries.len() as u16).to_le_bytes());
+    for (tag, kind, count, value) in entries {
+        out.extend(tag.to_le_bytes());
+        out.extend(kind.to_le_bytes());
+        out.extend(count.to_le_bytes());
+        match tag {
+            258 => out.extend(extra_at.to_le_bytes()),
+            339 => out.extend((extra_at + 8).to_le_bytes()),
+            _ if kind == 3 => out.extend([(value as u16).to_le_bytes(), [0, 0]].concat()),
+            _ => out.extend(value.to_le_bytes()),
+        }
+    }
+    out.extend(0u32.to_le_bytes());
+    out.extend([32u16; 4].iter().flat_map(|v| v.to_le_bytes()));
+    out.extend([3u16; 4].iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
+/// A 32-bit float RGBA TIFF declaring 7071×7071 (its strip is a 1×1 image's: refused from the header, never read).
+fn float_tiff_bomb() -> Vec<u8> {
+    let mut tiff =
+        encode(&DynamicImage::ImageRgba32F(ImageBuffer::from_pixel(1, 1, Rgba([0.5f32; 4]))), ImageFormat::Tiff);
+    let ifd = u32::from_le_bytes(tiff[4..8].try_into().unwrap()) as usize;
+    let count = usize::from(u16::from_le_bytes([tiff[ifd], tiff[ifd + 1]]));
+    for entry in (0..count).map(|i| ifd + 2 + 12 * i) {
+        let tag = u16::from_le_bytes([tiff[entry], tiff[entry + 1]]);
+        let kind = u16::from_le_bytes([tiff[entry + 2], tiff[entry + 3]]);
+        if tag == 256 || tag == 257 {
+            let value =
+                if kind == 3 { [7071u16.to_le_bytes(), [0, 0]].concat() } else { 7071u32.to_le_bytes().to_vec() };
+            tiff[entry + 8..entry + 12].copy_from_slice(&value);
+        }
+    }
+    tiff
 }
 
 fn gif_of(frames: Vec<Frame>) -> Vec<u8> {
@@ -1005,11 +1077,11 @@ fn bomb_bmp() {
 #[test]
 fn configured_limits_apply() {
     let png = encode(&DynamicImage::ImageRgb8(quadrants()), ImageFormat::Png);
-    let pixels = CompressLimits { max_pixels: 1000, max_dimension: 20_000 };
+    let pixels = CompressLimits { max_pixels: 1000, ..LIMITS };
     assert!(matches!(compress(&png, QUALITY, pixels), Err(CompressError::TooLarge { width: 64, height: 48, .. })));
-    let side = CompressLimits { max_pixels: 50_000_000, max_dimension: 50 };
+    let side = CompressLimits { max_dimension: 50, ..LIMITS };
     assert!(matches!(compress(&png, QUALITY, side), Err(CompressError::TooLarge { width: 64, height: 48, .. })));
-    let exact = CompressLimits { max_pixels: 64 * 48, max_dimension: 64 };
+    let exact = CompressLimits { max_pixels: 64 * 48, max_dimension: 64, ..LIMITS };
     assert!(compress(&png, QUALITY, exact).is_ok(), "the limits are inclusive");
 }
 
@@ -1044,6 +1116,62 @@ fn memory_is_one_decoded_image() {
         println!("{name}: resident set grew by {} bytes (bound {bound}; RGB would be {})", run.growth, pixels * 3);
         assert!(run.growth <= bound, "{name}: resident set grew by {} bytes, over {bound}", run.growth);
     }
+}
+
+/// The decode budget (`plan`, from the header alone) covers what compressing really holds, for every decoder and
+/// the sample types that make them hold more (a second copy in the TIFF decoder, a canvas and a frame in GIF and
+/// WebP, every coefficient of a progressive JPEG in libjpeg or zune-jpeg), measured from a child process; and it is
+/// not so loose that it would starve the worker of images it could hold.
+#[test]
+fn decode_budget_covers_what_decoding_holds() {
+    let (w, h) = (2048u32, 1536u32);
+    let rgba = RgbaImage::from_fn(w, h, |x, y| Rgba([(x % 256) as u8, (y % 256) as u8, (x ^ y) as u8, (x / 8) as u8]));
+    let rgba = DynamicImage::ImageRgba8(rgba);
+    let rgb = DynamicImage::ImageRgb8(rgba.to_rgb8());
+    let small = rgba.resize_exact(1024, 768, image::imageops::FilterType::Nearest);
+    let cases = [
+        ("RGBA8 PNG", encode(&rgba, ImageFormat::Png)),
+        ("RGBA16 PNG", encode(&DynamicImage::ImageRgba16(rgba.to_rgba16()), ImageFormat::Png)),
+        ("RGB8 TIFF", encode(&rgb, ImageFormat::Tiff)),
+        ("RGBA16 TIFF", encode(&DynamicImage::ImageRgba16(rgba.to_rgba16()), ImageFormat::Tiff)),
+        ("RGBA32F TIFF", encode(&DynamicImage::ImageRgba32F(rgba.to_rgba32f()), ImageFormat::Tiff)),
+        ("RGBA32F PackBits TIFF", float_tiff_packbits(w, h, 0x3f)),
+        ("RGBA GIF", gif_of(vec![frame(small.to_rgba8())])),
+        ("RGBA lossless WebP", encode(&small, ImageFormat::WebP)),
+        ("RGB BMP", encode(&rgb, ImageFormat::Bmp)),
+        ("baseline JPEG", jpeg_of(&rgb, 90)),
+        ("rotated JPEG", jpeg_with_exif(&jpeg_of(&rgb, 90), 6, true)),
+        ("progressive 4:4:4 JPEG", fixture("jpeg_progressive_444_large.jpg")),
+        ("rotated progressive JPEG", jpeg_with_exif(&fixture("jpeg_progressive_444_large.jpg"), 8, false)),
+        ("progressive CMYK JPEG (zune)", fixture("jpeg_cmyk_progressive_large.jpg")),
+    ];
+    for (name, input) in cases {
+        let run = compress_in_child(&input, LIMITS);
+        assert!(run.result.is_ok(), "{name}: {:?}", run.result);
+        let planned = run.plan.unwrap_or_else(|e| panic!("{name}: plan refused it: {e}"));
+        println!("{name}: held {} bytes, budget {planned} ({:.2}×)", run.growth, planned as f64 / run.growth as f64);
+        assert!(run.growth <= planned, "{name}: held {} bytes, over its budget of {planned}", run.growth);
+        // Not loose: at most twice what was held, beside fixed allowances (tables, WebP's Huffman codes: 36 MiB at
+        // the most), the input-sized allowance and one byte a pixel of output room.
+        let loose = 2 * run.growth + (36 << 20) + input.len() as u64 + u64::from(w) * u64::from(h);
+        assert!(planned <= loose, "{name}: budget {planned} for {} bytes held", run.growth);
+    }
+}
+
+/// A 32-bit float RGBA TIFF just under the pixel limit (7071×7071, 50 MP) needs two full copies of 800 MB to
+/// decode: refused from its header, with the reason, before anything is allocated.
+#[test]
+fn float_tiff_over_the_decode_budget_is_refused_before_allocation() {
+    let input = float_tiff_bomb();
+    let run = compress_in_child(&input, LIMITS);
+    let refused =
+        |e: &str| e.starts_with("TooLarge { width: 7071, height: 7071,") && e.contains("32-bit float RGBA TIFF");
+    assert!(run.plan.as_ref().is_err_and(|e| refused(e)), "plan: {:?}", run.plan);
+    assert!(run.result.as_ref().is_err_and(|e| refused(e)), "compress: {:?}", run.result);
+    println!("float TIFF: resident set grew by {} bytes while refusing", run.growth);
+    assert!(run.growth < BOMB_RSS_BOUND, "resident set grew by {} bytes while refusing", run.growth);
+    let message = compress(&input, QUALITY, LIMITS).unwrap_err().to_string();
+    assert!(message.contains("bytes of decoding memory"), "{message}");
 }
 
 // ---------------------------------------------------------------------------------------------------------------

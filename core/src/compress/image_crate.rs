@@ -6,17 +6,18 @@ use std::io::Cursor;
 
 use image::{ColorType, DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
 
+use super::budget::{self, DECODER_SCRATCH, Estimate};
 use super::colour::{self, Described, Model};
 use super::encode::EncodeOptions;
 use super::sniff::declared_dimensions;
-use super::{CompressError, CompressLimits, Compressed, DECODER_SCRATCH, check_dimensions, orient, pixels};
+use super::{CompressError, CompressLimits, Compressed, check_dimensions, orient, pixels};
 
-pub(super) fn compress(
+/// The decoder of `input`, its header read and its size checked.
+fn open(
     input: &[u8],
     format: ImageFormat,
-    options: EncodeOptions,
     limits: CompressLimits,
-) -> Result<Compressed, CompressError> {
+) -> Result<Box<dyn ImageDecoder + '_>, CompressError> {
     let mut reader = ImageReader::with_format(Cursor::new(input), format);
     if format == ImageFormat::Png {
         // The png crate inflates the iCCP (and text) chunks while reading the header, before the budget below is
@@ -25,7 +26,7 @@ pub(super) fn compress(
         header_limits.max_alloc = Some(colour::MAX_PROFILE_BYTES as u64 + DECODER_SCRATCH);
         reader.limits(header_limits);
     }
-    let mut decoder = match reader.into_decoder() {
+    let decoder = match reader.into_decoder() {
         Ok(decoder) => decoder,
         // Some decoders refuse large headers themselves (BMP over 65535 px, a WebP canvas over u32::MAX pixels):
         // report those as too large too.
@@ -39,6 +40,30 @@ pub(super) fn compress(
     };
     let (width, height) = decoder.dimensions();
     check_dimensions(width, height, limits)?;
+    Ok(Box::new(decoder))
+}
+
+/// What decoding holds (`budget`); `icc_bytes`: the profile read from the header.
+fn estimate(decoder: &dyn ImageDecoder, format: ImageFormat, input: &[u8], icc_bytes: u64) -> Estimate {
+    let (size, decoded, original) = (decoder.dimensions(), decoder.total_bytes(), decoder.original_color_type());
+    budget::image_crate(format, size, decoded, original, input.len() as u64, icc_bytes)
+}
+
+/// The budget of `input` from its header (`compress::plan`).
+pub(super) fn plan(input: &[u8], format: ImageFormat, limits: CompressLimits) -> Result<Estimate, CompressError> {
+    let mut decoder = open(input, format, limits)?;
+    let icc_bytes = decoder.icc_profile().ok().flatten().map_or(0, |p| p.len() as u64);
+    Ok(estimate(&*decoder, format, input, icc_bytes))
+}
+
+pub(super) fn compress(
+    input: &[u8],
+    format: ImageFormat,
+    options: EncodeOptions,
+    limits: CompressLimits,
+) -> Result<Compressed, CompressError> {
+    let mut decoder = open(input, format, limits)?;
+    let (width, height) = decoder.dimensions();
     let icc = decoder.icc_profile().ok().flatten();
     let described = match format {
         ImageFormat::Png => colour::describe_png(input, icc.as_deref()),
@@ -47,11 +72,10 @@ pub(super) fn compress(
     let grey = matches!(decoder.color_type(), ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16);
     let conversion = colour::to_srgb(described, if grey { Model::Grey } else { Model::Rgb });
 
-    // The pixel check bounds the decoded size; the decoder may use about as much again (CMYK TIFF strips, the
-    // first GIF frame, …), and those that honour `max_alloc` refuse a frame or buffer declared larger than that.
-    // The profile is held alongside.
-    let held = input.len() as u64 + DECODER_SCRATCH + icc.as_ref().map_or(0, |p| p.len() as u64);
-    let budget = decoder.total_bytes().saturating_mul(2).saturating_add(held);
+    let estimate = estimate(&*decoder, format, input, icc.as_ref().map_or(0, |p| p.len() as u64));
+    estimate.check(limits.max_decode_bytes)?;
+    // Decoders that honour `max_alloc` refuse a frame or buffer declared larger than their part.
+    let budget = estimate.decoder;
     let mut decode_limits = Limits::default();
     decode_limits.max_image_width = Some(limits.max_dimension);
     decode_limits.max_image_height = Some(limits.max_dimension);

@@ -21,11 +21,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use image::ImageFormat;
 use image::metadata::Orientation;
 
+use super::budget::{self, Estimate};
 use super::colour::{self, Described, Model, RowColour};
 use super::encode::{EncodeOptions, Encoder};
 use super::jpeglib::{Error, ErrorKind};
 use super::orient::{self, ROWS, oriented_dimensions, write_oriented};
-use super::{CompressError, CompressLimits, Compressed, DECODER_SCRATCH, check_dimensions};
+use super::{CompressError, CompressLimits, Compressed, check_dimensions};
 use decoder::{Colour, Decoder};
 
 static FALLBACKS: AtomicU64 = AtomicU64::new(0);
@@ -95,10 +96,9 @@ fn try_compress(input: &[u8], options: EncodeOptions, limits: CompressLimits) ->
     let orientation = orient::from_exif(decoder.exif());
     let channels: usize = if colour == Colour::Grey { 1 } else { 3 };
     let decoded = u64::from(width) * u64::from(height) * channels as u64;
-    // A progressive JPEG keeps all its coefficients (2 bytes each; up to twice the decoded size at 4:4:4, and a
-    // third time for CMYK's fourth component); the profile is held alongside.
-    let coefficients = if colour == Colour::Cmyk { 3 } else { 2 };
-    let budget = decoded.saturating_mul(coefficients).saturating_add(DECODER_SCRATCH + icc_bytes);
+    let estimate = estimate(&decoder, colour, input, icc_bytes, orientation);
+    estimate.check(limits.max_decode_bytes).map_err(Failure::Refused)?;
+    let budget = estimate.decoder;
     decoder.set_memory_limit(budget);
     let failed = |e: Error| Failure::Decode(e, Some((width, height, budget)));
 
@@ -181,4 +181,42 @@ fn row_colour(decoder: &Decoder<'_>, colour: Colour, icc: &Result<Option<Vec<u8>
             (colour != Colour::Cmyk).then_some(RowColour::AsIs)
         }
     }
+}
+
+/// What decoding `decoder`'s JPEG through libjpeg holds (`budget`).
+fn estimate(decoder: &Decoder<'_>, colour: Colour, input: &[u8], icc_bytes: u64, orientation: Orientation) -> Estimate {
+    let out_channels = match colour {
+        Colour::Grey => 1,
+        Colour::Cmyk => 4,
+        _ => 3,
+    };
+    let rotated = orientation != Orientation::NoTransforms;
+    let (size, coefficients, input_bytes) = (decoder.dimensions(), decoder.coefficient_bytes(), input.len() as u64);
+    budget::libjpeg(size, out_channels, coefficients, input_bytes, icc_bytes, rotated)
+}
+
+/// The budget of a JPEG from its header (`compress::plan`); `None` when the `image` crate will decode it (a feature
+/// libjpeg lacks, an unusual component count). A CMYK or YCCK JPEG goes either way, depending on its
+/// profile: the larger of both budgets.
+pub(super) fn plan(input: &[u8], limits: CompressLimits) -> Result<Option<Estimate>, CompressError> {
+    let mut decoder = match Decoder::new(input) {
+        Ok(decoder) => decoder,
+        // As `compress` does: a feature libjpeg lacks is the image crate's to decode, anything else a failure.
+        Err(e) if e.kind == ErrorKind::Unsupported => return Ok(None),
+        Err(e) => return Err(CompressError::Decode(e.message)),
+    };
+    let size = decoder.dimensions();
+    check_dimensions(size.0, size.1, limits)?;
+    let colour = decoder.colour();
+    if colour == Colour::Other {
+        return Ok(None);
+    }
+    let icc_bytes = decoder.icc_profile().ok().flatten().map_or(0, |p| p.len() as u64);
+    let orientation = orient::from_exif(decoder.exif());
+    let ours = estimate(&decoder, colour, input, icc_bytes, orientation);
+    if colour != Colour::Cmyk {
+        return Ok(Some(ours));
+    }
+    let theirs = super::image_crate::plan(input, ImageFormat::Jpeg, limits)?;
+    Ok(Some(if theirs.total > ours.total { theirs } else { ours }))
 }

@@ -8,7 +8,8 @@ use image::{DynamicImage, ImageBuffer, RgbImage, Rgba};
 
 use super::*;
 
-const LIMITS: CompressLimits = CompressLimits { max_pixels: 10_000_000, max_dimension: 10_000 };
+const LIMITS: CompressLimits =
+    CompressLimits { max_pixels: 10_000_000, max_dimension: 10_000, ..CompressLimits::DEFAULT };
 
 fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
@@ -65,7 +66,7 @@ fn transparent_pixels_become_white_not_black() {
 #[test]
 fn refuses_non_images_and_oversize() {
     assert!(matches!(compress(b"<html><body>hi</body></html>", 50, LIMITS), Err(CompressError::NotAnImage(_))));
-    let small = CompressLimits { max_pixels: 100, max_dimension: 10_000 };
+    let small = CompressLimits { max_pixels: 100, ..LIMITS };
     assert!(matches!(
         compress(&encode(&gradient(20, 20), ImageFormat::Png), 50, small),
         Err(CompressError::TooLarge { .. })

@@ -16,8 +16,9 @@ use mongodb::bson::DateTime;
 use tracing::Instrument;
 
 use crate::App;
-use crate::compress::{CompressLimits, compress};
+use crate::compress;
 use crate::csv_output::{output_urls, write_csv};
+use crate::decode_budget::Admitted;
 use crate::domain::{ImageJob, ImageState, RequestStatus, output_csv_key};
 use crate::error::{Error, Result};
 use crate::failure::{Failure, FailureReason};
@@ -60,7 +61,8 @@ async fn process(app: &App, job: &ImageJob) -> Result<Processed> {
     }
 
     let result = match compress_from_url(app, job).await {
-        Ok(jpeg) => {
+        // The image's share of the decode budget is held until its output is stored.
+        Ok((jpeg, _admitted)) => {
             let key = job.output_key();
             app.blobs.put(&app.config.outputs_bucket, &key, jpeg, "image/jpeg").await?;
             app.faults.check("worker.after_put")?;
@@ -105,21 +107,32 @@ enum ImageFailure {
     Permanent(Failure),
 }
 
-async fn compress_from_url(app: &App, job: &ImageJob) -> std::result::Result<Vec<u8>, ImageFailure> {
+/// Fetches and compresses an image within the worker's decode budget: the header says what decoding will hold
+/// (`compress::plan`), and decoding waits until that fits (`decode_budget`).
+async fn compress_from_url(app: &App, job: &ImageJob) -> std::result::Result<(Vec<u8>, Admitted), ImageFailure> {
+    let permanent = |e: &dyn std::fmt::Display, reason| ImageFailure::Permanent(Failure::new(reason, e.to_string()));
+    let slot = app.decode_budget.fetch_slot().await;
     let bytes = app.fetcher.fetch(&job.url).await.map_err(|e| match e {
         FetchError::Transient(m) => ImageFailure::Transient(m),
         FetchError::Permanent(m) => ImageFailure::Permanent(m),
     })?;
     let quality = app.config.jpeg_quality;
-    let limits = CompressLimits { max_pixels: app.config.max_pixels, max_dimension: app.config.max_dimension };
+    let limits = app.config.compress_limits();
+    let plan = compress::plan(&bytes, limits).map_err(|e| permanent(&e, FailureReason::of_compress(&e)))?;
+    let admitted = app
+        .decode_budget
+        .admit(plan.decode_bytes + bytes.len() as u64)
+        .await
+        .map_err(|e| permanent(&e, FailureReason::TooLarge))?;
+    drop(slot);
     // Decoding and encoding are CPU-bound: keep them off the async executor.
-    tokio::task::spawn_blocking(move || compress(&bytes, quality, limits))
+    let jpeg = tokio::task::spawn_blocking(move || compress::compress(&bytes, quality, limits))
         .await
         .map_err(|e| {
             ImageFailure::Transient(Failure::new(FailureReason::ProcessingFailed, format!("compression task: {e}")))
         })?
-        .map(|c| c.jpeg)
-        .map_err(|e| ImageFailure::Permanent(Failure::new(FailureReason::of_compress(&e), e.to_string())))
+        .map_err(|e| permanent(&e, FailureReason::of_compress(&e)))?;
+    Ok((jpeg.jpeg, admitted))
 }
 
 /// Everything after the image's slot is settled; idempotent, so any delivery of the job may run it.

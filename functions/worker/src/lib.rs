@@ -6,15 +6,17 @@ use imgpipe_core::App;
 use imgpipe_core::domain::ImageJob;
 use imgpipe_core::service::process::process_job;
 
-/// Records processed at once within one batch.
-const CONCURRENCY: usize = 4;
-
 /// Processes a batch. A record is reported in `batchItemFailures` (and so retried by SQS, then sent to the
 /// dead-letter queue) only when it may succeed later or cannot be read; one bad record never fails the batch.
+///
+/// Every record starts at once: how many images are fetched and decoded together is the process's decode budget's
+/// to decide (`imgpipe_core::decode_budget`: at most `FETCH_AHEAD` fetches, and images decoded together only while
+/// what they hold fits the function's memory), not a fixed number.
 pub async fn handle(app: &App, event: SqsEvent) -> SqsBatchResponse {
+    let records = event.records.len().max(1);
     let failures: Vec<String> = futures::stream::iter(event.records)
         .map(|record| async move { (record.message_id.clone(), handle_record(app, &record).await) })
-        .buffer_unordered(CONCURRENCY)
+        .buffer_unordered(records)
         .filter_map(|(id, ok)| async move { if ok { None } else { Some(id.unwrap_or_default()) } })
         .collect()
         .await;

@@ -94,6 +94,25 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// The whole-image coefficient buffer libjpeg allocates for a progressive or multi-scan JPEG (2 bytes a
+    /// coefficient, every component rounded up to whole MCUs, as `jinit_d_coef_controller` requests it); 0 for a
+    /// single-scan JPEG, which libjpeg decodes an MCU row at a time.
+    pub fn coefficient_bytes(&self) -> u64 {
+        let cinfo = &*self.cinfo;
+        // Valid once the header is read (as it is for every Decoder); libjpeg decides it from the first scan.
+        let multiple = guard(|| unsafe { ffi::jpeg_has_multiple_scans(cinfo) }).unwrap_or(1);
+        if multiple == 0 || cinfo.comp_info.is_null() {
+            return 0;
+        }
+        // SAFETY: read_header allocated `num_components` entries.
+        let components = unsafe { std::slice::from_raw_parts(cinfo.comp_info, cinfo.num_components as usize) };
+        let round_up = |n: u32, m: c_int| u64::from(n.div_ceil(m.max(1) as u32) * m.max(1) as u32);
+        components
+            .iter()
+            .map(|c| round_up(c.width_in_blocks, c.h_samp_factor) * round_up(c.height_in_blocks, c.v_samp_factor) * 128)
+            .sum()
+    }
+
     /// The saved segments of one kind (APP1, APP2, APP14), in file order.
     fn segments(&self, kind: c_int) -> impl Iterator<Item = &[u8]> {
         let mut marker = self.cinfo.marker_list;
