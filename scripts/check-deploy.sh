@@ -23,7 +23,7 @@ CFN_LINT_VERSION="1.58.0"
 CARGO_LAMBDA_VERSION="1.9.2"
 VENV="$ROOT/.stack/deploy-venv"
 CHECK_DIR="$ROOT/.aws-sam/check"
-FUNCTIONS=(UploadFunction WorkerFunction StatusFunction)
+FUNCTIONS=(UploadFunction WorkerFunction StatusFunction SweeperFunction WebhookFunction)
 
 export PATH="$VENV/bin:$PATH"
 export SAM_CLI_TELEMETRY=0

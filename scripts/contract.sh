@@ -27,7 +27,8 @@ venv .stack/contract-check-venv openapi-core==0.23.1
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 bin="${CARGO_TARGET_DIR:-target}"/debug/imgpipe-local
-cargo build --locked -q -p imgpipe-local
+admin="${CARGO_TARGET_DIR:-target}"/debug/imgpipe-admin
+cargo build --locked -q -p imgpipe-local -p imgpipe-admin
 mkdir -p .stack/logs
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done' EXIT
@@ -37,6 +38,8 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/
 runner() {
   local name=$1 port=$2
   shift 2
+  # The deploy step that creates the indexes (no function creates them).
+  IMGPIPE_MONGODB_DATABASE="imgpipe_${name//-/_}" "$admin" migrate >/dev/null
   env IMGPIPE_LOCAL_ADDR="127.0.0.1:$port" IMGPIPE_MONGODB_DATABASE="imgpipe_${name//-/_}" \
     IMGPIPE_UPLOADS_BUCKET="imgpipe-$name-uploads" IMGPIPE_OUTPUTS_BUCKET="imgpipe-$name-outputs" \
     IMGPIPE_QUEUE_URL="$IMGPIPE_SQS_ENDPOINT/000000000000/imgpipe-$name" \

@@ -22,7 +22,7 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
         Error::Storage(_) | Error::Queue(_) | Error::Database(_) | Error::Upstream(_) | Error::Injected(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         }
-        Error::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        Error::Corrupt(_) | Error::Config(_) | Error::Startup(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
 

@@ -43,10 +43,25 @@ fn default_max_csv_bytes() -> usize {
 fn default_max_dropped_csv_bytes() -> usize {
     200 * 1024 * 1024
 }
-fn default_webhook_attempts() -> u32 {
-    4
+fn default_webhook_timeout_ms() -> u64 {
+    10_000
 }
-fn default_webhook_backoff_ms() -> u64 {
+fn default_webhook_backoff_secs() -> u64 {
+    30
+}
+fn default_webhook_max_backoff_secs() -> u64 {
+    3_600
+}
+fn default_webhook_horizon_secs() -> u64 {
+    86_400
+}
+fn default_webhook_stall_secs() -> u64 {
+    7_200
+}
+fn default_sweep_grace_secs() -> u64 {
+    900
+}
+fn default_sweep_max_requests() -> usize {
     1_000
 }
 fn default_finalise_lease_secs() -> u64 {
@@ -77,11 +92,32 @@ fn default_tenant_claim() -> String {
     "client_id".into()
 }
 
+/// A secret setting: `Debug` and logs show `[redacted]`; [`Secret::expose`] is the one way to read it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// Runtime settings of every function. Field `foo_bar` is read from `IMGPIPE_FOO_BAR`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
-    /// MongoDB connection string (`mongodb://` or `mongodb+srv://`).
-    pub mongodb_uri: String,
+    /// MongoDB connection string (`mongodb://` or `mongodb+srv://`; it may hold a password).
+    pub mongodb_uri: Secret,
     /// Database that holds `Requests` and `RequestData`.
     #[serde(default = "default_database")]
     pub mongodb_database: String,
@@ -91,6 +127,9 @@ pub struct Config {
     pub outputs_bucket: String,
     /// URL of the SQS queue with one message per image.
     pub queue_url: String,
+    /// URL of the SQS queue of webhook deliveries; uploads asking for a webhook are refused while it is unset.
+    #[serde(default)]
+    pub webhook_queue_url: Option<String>,
     /// AWS region; also used for the local stack.
     #[serde(default = "default_region")]
     pub region: String,
@@ -176,13 +215,28 @@ pub struct Config {
     pub max_row_bytes: usize,
     /// Secret of the HMAC-SHA256 signature on webhook calls; webhooks are refused while it is unset.
     #[serde(default)]
-    pub webhook_secret: Option<String>,
-    /// Delivery attempts of a webhook call (the first one included).
-    #[serde(default = "default_webhook_attempts")]
-    pub webhook_attempts: u32,
-    /// Delay before the second attempt; doubled for each further one.
-    #[serde(default = "default_webhook_backoff_ms")]
-    pub webhook_backoff_ms: u64,
+    pub webhook_secret: Option<Secret>,
+    /// Time allowed for one webhook attempt (at most 10 s are used).
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub webhook_timeout_ms: u64,
+    /// Delay before the second webhook attempt; doubled for each further one, up to the maximum.
+    #[serde(default = "default_webhook_backoff_secs")]
+    pub webhook_backoff_secs: u64,
+    #[serde(default = "default_webhook_max_backoff_secs")]
+    pub webhook_max_backoff_secs: u64,
+    /// How long after the request became final a webhook is retried before it is marked `failed`.
+    #[serde(default = "default_webhook_horizon_secs")]
+    pub webhook_horizon_secs: u64,
+    /// A queued delivery quiet for this long (no attempt) has lost its message: the sweeper queues it again.
+    /// Keep it above the maximum backoff.
+    #[serde(default = "default_webhook_stall_secs")]
+    pub webhook_stall_secs: u64,
+    /// The sweeper looks only at requests older than this (younger ones are still in their owners' hands).
+    #[serde(default = "default_sweep_grace_secs")]
+    pub sweep_grace_secs: u64,
+    /// Most unfinished requests one sweep examines.
+    #[serde(default = "default_sweep_max_requests")]
+    pub sweep_max_requests: usize,
     /// How long a worker that started finalising a request owns it; past that (the worker died), another may.
     #[serde(default = "default_finalise_lease_secs")]
     pub finalise_lease_secs: u64,

@@ -1,8 +1,7 @@
 //! The output CSV: the input columns plus the output image URLs (aligned with the inputs) and per-image errors.
 
 use crate::csv_input::{COL_PRODUCT, COL_SERIAL, COL_URLS};
-use crate::domain::ImageState;
-use crate::model::{ImageSlot, RowDoc};
+use crate::domain::Row;
 
 pub const COL_OUTPUT_URLS: &str = "Output Image Urls";
 pub const COL_ERRORS: &str = "Errors";
@@ -15,39 +14,13 @@ pub fn escape_formula(cell: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// The output URL of every image of the row, in input order; an image without output gives an empty string.
-pub fn output_urls(row: &RowDoc) -> Vec<String> {
-    row.slots().into_iter().map(|slot| slot.and_then(|s| s.output_url.clone()).unwrap_or_default()).collect()
-}
-
-/// What a caller is told about a failed image: its reason's message (documents written before reasons existed
-/// keep their stored text).
-pub fn failure_message(slot: &ImageSlot) -> &str {
-    match slot.reason {
-        Some(reason) => reason.message(),
-        None => slot.error.as_deref().unwrap_or("failed"),
-    }
-}
-
-/// `"<image number>: <reason>"` for each failed image of the row (image numbers are 1-based).
-pub fn image_errors(row: &RowDoc) -> Vec<String> {
-    row.slots()
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, slot)| {
-            let slot = slot?;
-            (slot.state == ImageState::Failed).then(|| format!("image {}: {}", i + 1, failure_message(slot)))
-        })
-        .collect()
-}
-
 /// Writes rows (already in serial order) as RFC 4180 CSV, with each row's stored output URLs.
-pub fn write_csv(rows: &[RowDoc]) -> Result<Vec<u8>, csv::Error> {
-    write_csv_with(rows, output_urls)
+pub fn write_csv(rows: &[Row]) -> Result<Vec<u8>, csv::Error> {
+    write_csv_with(rows, Row::output_urls)
 }
 
 /// [`write_csv`] with the output URLs of each row given by `urls` (e.g. presigned ones).
-pub fn write_csv_with(rows: &[RowDoc], mut urls: impl FnMut(&RowDoc) -> Vec<String>) -> Result<Vec<u8>, csv::Error> {
+pub fn write_csv_with(rows: &[Row], mut urls: impl FnMut(&Row) -> Vec<String>) -> Result<Vec<u8>, csv::Error> {
     let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
     writer.write_record([COL_SERIAL, COL_PRODUCT, COL_URLS, COL_OUTPUT_URLS, COL_ERRORS])?;
     for row in rows {
@@ -56,7 +29,7 @@ pub fn write_csv_with(rows: &[RowDoc], mut urls: impl FnMut(&RowDoc) -> Vec<Stri
             &escape_formula(&row.product_name),
             &escape_formula(&row.input_image_urls.join(",")),
             &escape_formula(&urls(row).join(",")),
-            &escape_formula(&image_errors(row).join("; ")),
+            &escape_formula(&row.image_errors().join("; ")),
         ])?;
     }
     writer.into_inner().map_err(|e| csv::Error::from(e.into_error()))
@@ -65,44 +38,25 @@ pub fn write_csv_with(rows: &[RowDoc], mut urls: impl FnMut(&RowDoc) -> Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::RequestId;
-    use mongodb::bson::DateTime;
+    use crate::domain::{ImageResult, ImageSlot, ImageState, RequestId, Timestamp};
+    use crate::failure::FailureReason;
 
-    fn row() -> RowDoc {
-        let mut images = std::collections::BTreeMap::new();
-        images.insert(
-            "0".into(),
-            ImageSlot {
-                state: ImageState::Succeeded,
-                output_url: Some("http://o/1.jpg".into()),
-                ..ImageSlot::pending()
-            },
-        );
-        images.insert(
-            "1".into(),
-            ImageSlot { state: ImageState::Failed, error: Some("HTTP 404".into()), ..ImageSlot::pending() },
-        );
-        images.insert(
-            "2".into(),
-            ImageSlot {
-                state: ImageState::Succeeded,
-                output_url: Some("http://o/3.jpg".into()),
-                ..ImageSlot::pending()
-            },
-        );
-        RowDoc {
-            request_id: RequestId::new(),
-            serial_number: 1,
-            product_name: "=HYPERLINK(\"x\"), \"quoted\"".into(),
-            input_image_urls: vec!["http://i/1.jpg".into(), "http://i/2.jpg".into(), "http://i/3.jpg".into()],
-            output_image_urls: vec![],
-            created_at: DateTime::now(),
-            completed_at: None,
-            images,
-            total_images: 3,
-            settled_images: 3,
-            failed_images: 1,
-        }
+    fn row() -> Row {
+        let inputs = vec!["http://i/1.jpg".into(), "http://i/2.jpg".into(), "http://i/3.jpg".into()];
+        let mut row = Row::new(RequestId::new(), 1, "=HYPERLINK(\"x\"), \"quoted\"".into(), inputs, Timestamp::now());
+        let ok = |url: &str| ImageSlot {
+            state: ImageState::Succeeded,
+            output_url: Some(url.into()),
+            ..ImageSlot::pending()
+        };
+        row.images = vec![
+            ok("http://o/1.jpg"),
+            ImageSlot::settled(&ImageResult::Failed { reason: FailureReason::HttpStatus }),
+            ok("http://o/3.jpg"),
+        ];
+        row.settled_images = 3;
+        row.failed_images = 1;
+        row
     }
 
     #[test]
@@ -115,6 +69,6 @@ mod tests {
         assert_eq!(&rec[1], "'=HYPERLINK(\"x\"), \"quoted\"");
         assert_eq!(&rec[2], "http://i/1.jpg,http://i/2.jpg,http://i/3.jpg");
         assert_eq!(&rec[3], "http://o/1.jpg,,http://o/3.jpg");
-        assert_eq!(&rec[4], "image 2: HTTP 404");
+        assert_eq!(&rec[4], format!("image 2: {}", FailureReason::HttpStatus.message()));
     }
 }

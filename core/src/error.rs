@@ -1,5 +1,5 @@
-//! Library errors. They are mapped once to HTTP statuses (`crate::api`) and to SQS retry decisions
-//! (the worker's [`crate::service::process::Outcome`]).
+//! Library errors. They are mapped once to HTTP statuses ([`crate::api::classify`]) and once to queue retry
+//! decisions ([`crate::retry::disposition`]).
 
 use crate::csv_input::CsvRejection;
 use crate::domain::{InvalidRequestId, RequestId};
@@ -46,6 +46,12 @@ pub enum Error {
     /// A stored document does not have the shape this code writes.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// The configuration is invalid or incomplete.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A client could not be built at start-up.
+    #[error("start-up: {0}")]
+    Startup(String),
 }
 
 impl From<mongodb::error::Error> for Error {

@@ -30,6 +30,9 @@ use crate::net_guard::{self, Policy};
 /// Most redirects followed for one image.
 pub const MAX_REDIRECTS: usize = 5;
 
+/// The longest a webhook attempt may take, whatever the configuration says.
+pub const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why a fetch failed, split by whether a retry can help.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FetchError {
@@ -75,6 +78,10 @@ pub struct Fetcher {
     client: reqwest::Client,
     /// For URLs on any other port: allow-listed addresses only.
     other_ports: reqwest::Client,
+    /// Webhook calls (on an allowed port, and on any other): never redirected (the body and its signature would
+    /// go wherever the receiver names), and bounded by the webhook timeout.
+    webhook: reqwest::Client,
+    webhook_other_ports: reqwest::Client,
     policy: Arc<Policy>,
     max_bytes: u64,
 }
@@ -105,6 +112,18 @@ fn client(config: &Config, policy: &Arc<Policy>, allow_listed_only: bool) -> req
         .build()
 }
 
+/// A client for webhook calls: no redirects, the webhook timeout.
+fn webhook_client(config: &Config, policy: &Arc<Policy>, allow_listed_only: bool) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+        .timeout(Duration::from_millis(config.webhook_timeout_ms).min(MAX_WEBHOOK_TIMEOUT))
+        .redirect(redirect::Policy::none())
+        .dns_resolver(GuardedResolver { policy: policy.clone(), allow_listed_only })
+        .user_agent(concat!("imgpipe/", env!("CARGO_PKG_VERSION")))
+        .no_proxy()
+        .build()
+}
+
 impl Fetcher {
     pub fn new(config: &Config) -> Result<Self, FetcherError> {
         let ports = net_guard::parse_ports(config.fetch_allow_ports.as_deref()).map_err(FetcherError::Ports)?;
@@ -113,6 +132,8 @@ impl Fetcher {
         Ok(Self {
             client: client(config, &policy, false)?,
             other_ports: client(config, &policy, true)?,
+            webhook: webhook_client(config, &policy, false)?,
+            webhook_other_ports: webhook_client(config, &policy, true)?,
             policy,
             max_bytes: config.max_image_bytes,
         })
@@ -131,20 +152,25 @@ impl Fetcher {
     }
 
     /// The client for `url`'s port, after the checks of [`Fetcher::check_literal`].
-    fn client_for(&self, url: &ImageUrl) -> Result<&reqwest::Client, FetchError> {
+    fn client_for<'a>(
+        &self,
+        url: &ImageUrl,
+        (allowed, other): (&'a reqwest::Client, &'a reqwest::Client),
+    ) -> Result<&'a reqwest::Client, FetchError> {
         self.check_literal(url).map_err(FetchError::Permanent)?;
         let port = url.url().port_or_known_default().unwrap_or(0);
-        Ok(if self.policy.port_allowed(port) { &self.client } else { &self.other_ports })
+        Ok(if self.policy.port_allowed(port) { allowed } else { other })
     }
 
-    /// POSTs a JSON body under the same address rules as image fetches; returns the answer's status code.
+    /// POSTs a JSON body under the same address and port rules as image fetches, without following redirects
+    /// (a `3xx` is an answer like any other); returns the answer's status code.
     pub async fn post_json(
         &self,
         url: &ImageUrl,
         body: Vec<u8>,
         headers: &[(&str, String)],
     ) -> Result<u16, FetchError> {
-        let client = self.client_for(url)?;
+        let client = self.client_for(url, (&self.webhook, &self.webhook_other_ports))?;
         let mut request = client.post(url.url().clone()).header("content-type", "application/json").body(body);
         for (name, value) in headers {
             request = request.header(*name, value);
@@ -155,7 +181,7 @@ impl Fetcher {
 
     /// Downloads the body of `url`, refusing it as soon as it exceeds the byte cap.
     pub async fn fetch(&self, url: &ImageUrl) -> Result<Vec<u8>, FetchError> {
-        let client = self.client_for(url)?;
+        let client = self.client_for(url, (&self.client, &self.other_ports))?;
         let mut response = client.get(url.url().clone()).send().await.map_err(classify)?;
         let status = response.status();
         if !status.is_success() {

@@ -16,11 +16,11 @@ pub mod error;
 pub mod failure;
 pub mod fault;
 pub mod fetch;
-pub mod model;
 pub mod net_guard;
 pub mod ports;
 #[cfg(test)]
 mod properties;
+pub mod retry;
 pub mod service;
 pub mod telemetry;
 pub mod webhook;
@@ -29,5 +29,5 @@ pub use app::App;
 pub use config::Config;
 pub use error::{Error, Result};
 
-/// Re-exported so that callers use the same BSON types as the repository.
+/// Re-exported for tests that read the stored documents as they are.
 pub use mongodb::bson;

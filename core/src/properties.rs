@@ -9,8 +9,7 @@ use proptest::prelude::*;
 
 use crate::csv_input::{CsvLimits, MAX_LISTED_ERRORS, parse_csv};
 use crate::csv_output::write_csv;
-use crate::domain::{ImageState, ImageUrl, RequestId};
-use crate::model::{ImageSlot, RowDoc};
+use crate::domain::{ImageState, ImageUrl, RequestId, Row, Timestamp};
 use crate::net_guard::{Policy, classify, literal_ip};
 
 const LIMITS: CsvLimits = CsvLimits {
@@ -128,22 +127,14 @@ proptest! {
         prop_assert_eq!(lines, (2..rows.len() as u64 + 2).collect::<Vec<_>>());
 
         // The output CSV of those rows (one image failed per row) carries the same three columns back.
-        let docs: Vec<RowDoc> = parsed
+        let docs: Vec<Row> = parsed
             .iter()
-            .map(|r| RowDoc {
-                request_id: RequestId::new(),
-                serial_number: r.serial_number,
-                product_name: r.product_name.clone(),
-                input_image_urls: r.input_image_urls.iter().map(|u| u.as_str().to_string()).collect(),
-                output_image_urls: Vec::new(),
-                created_at: mongodb::bson::DateTime::now(),
-                completed_at: None,
-                images: (0..r.input_image_urls.len())
-                    .map(|i| (i.to_string(), ImageSlot { state: ImageState::Failed, ..ImageSlot::pending() }))
-                    .collect(),
-                total_images: r.input_image_urls.len() as i64,
-                settled_images: r.input_image_urls.len() as i64,
-                failed_images: r.input_image_urls.len() as i64,
+            .map(|r| {
+                let urls = r.input_image_urls.iter().map(|u| u.as_str().to_string()).collect();
+                let mut row = Row::new(RequestId::new(), r.serial_number, r.product_name.clone(), urls, Timestamp::now());
+                row.images.iter_mut().for_each(|s| s.state = ImageState::Failed);
+                (row.settled_images, row.failed_images) = (row.total_images(), row.total_images());
+                row
             })
             .collect();
         let output = write_csv(&docs).unwrap();

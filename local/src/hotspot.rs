@@ -2,7 +2,7 @@
 //!
 //! One request of `images` images is ingested through the real upload handler; its messages are taken off the
 //! queue; then `workers` concurrent tasks record every image as the worker does after storing its output
-//! ([`imgpipe_core::service::process::record`]: settle, count, finalise), with no fetch or compression in the
+//! ([`imgpipe_core::service::process::Worker::record`]: settle, count, finalise), with no fetch or compression in the
 //! way, so the database is the only bottleneck. The driver's command monitoring gives every operation's
 //! collection and latency: the run prints operations per image, their latency, and how many writes went to the
 //! one `Requests` document (the hot spot), for each progress-counter setting given.
@@ -11,11 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use imgpipe_core::adapters::mongo::MongoRepository;
+use imgpipe_core::adapters::mongo::{MongoStore, migrate};
 use imgpipe_core::adapters::{aws_config, sqs::sqs_client};
-use imgpipe_core::domain::{ImageJob, RequestId, RequestStatus};
-use imgpipe_core::ports::ImageResult;
-use imgpipe_core::service::process::record;
+use imgpipe_core::domain::{ImageJob, ImageResult, RequestId, RequestStatus};
 use imgpipe_core::{App, Config};
 use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
@@ -105,14 +103,15 @@ async fn run_one(
     let sqs = sqs_client(&aws_config(&config).await, &config);
 
     let ops: Arc<Mutex<Ops>> = Arc::default();
-    let mut options = mongodb::options::ClientOptions::parse(&config.mongodb_uri).await?;
+    let mut options = mongodb::options::ClientOptions::parse(config.mongodb_uri.expose()).await?;
     options.max_pool_size = Some(workers as u32 + 4);
     let seen = ops.clone();
     options.command_event_handler = Some(EventHandler::callback(move |e| observe(&seen, e)));
     let client = mongodb::Client::with_options(options)?;
     let mut app = App::new(config.clone()).await?;
-    app.repo = Arc::new(MongoRepository::new(&client.database(&config.mongodb_database)));
-    app.repo.ensure_indexes().await?;
+    let store = MongoStore::new(&client, &config.mongodb_database);
+    migrate(store.database()).await?;
+    app.set_documents(Arc::new(store));
 
     // The request, through the real upload handler (the URLs are never fetched).
     let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
@@ -168,9 +167,9 @@ async fn run_one(
             loop {
                 let Some(job) = queue.lock().unwrap().pop() else { return Ok::<(), BoxError>(()) };
                 let key = job.output_key();
-                let result = ImageResult::Succeeded { output_url: app.output_url(&key), output_key: key };
+                let result = ImageResult::Succeeded { output_url: app.urls().stored(&key), output_key: key };
                 let t = Instant::now();
-                record(&app, &job, &result).await?;
+                app.worker().record(&job, &result).await?;
                 latencies.lock().unwrap().push(t.elapsed());
             }
         });
@@ -181,7 +180,7 @@ async fn run_one(
     let seconds = started.elapsed().as_secs_f64();
 
     // Nothing lost, nothing counted twice.
-    let request = app.repo.get_request(&id).await?.ok_or("request vanished")?;
+    let request = app.requests.get_request(&id).await?.ok_or("request vanished")?;
     if request.status != RequestStatus::Completed || request.succeeded_images != images as i64 {
         return Err(format!(
             "request ended {:?} with {} of {images} images succeeded",
@@ -200,7 +199,7 @@ async fn run_one(
     let request_doc_writes: usize = ops
         .done
         .iter()
-        .filter(|((collection, name), _)| collection == imgpipe_core::model::REQUESTS && is_write(name))
+        .filter(|((collection, name), _)| collection == imgpipe_core::adapters::mongo::REQUESTS && is_write(name))
         .map(|(_, v)| v.len())
         .sum();
     println!(

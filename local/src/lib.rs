@@ -188,7 +188,8 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await
 }
 
-fn to_event_message(m: &aws_sdk_sqs::types::Message, queue_arn: &str) -> SqsMessage {
+/// The event record of a received message, as the event source mapping builds it.
+pub fn to_event_message(m: &aws_sdk_sqs::types::Message, queue_arn: &str) -> SqsMessage {
     let attributes: HashMap<String, String> = m
         .attributes()
         .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect())
@@ -211,10 +212,41 @@ pub fn sqs_event(records: Vec<SqsMessage>) -> SqsEvent {
     event
 }
 
-/// What the SQS event source mapping does: long-poll a batch, invoke the worker with an `SqsEvent`, and delete
-/// only the messages the handler did not report in `batchItemFailures`. Returns how many batches it ran.
-pub async fn run_worker(app: App, sqs: aws_sdk_sqs::Client, mut shutdown: watch::Receiver<bool>) -> usize {
+/// A function invoked by an SQS event source mapping.
+pub type SqsHandler =
+    for<'a> fn(&'a App, SqsEvent) -> futures::future::BoxFuture<'a, aws_lambda_events::event::sqs::SqsBatchResponse>;
+
+/// The worker function, as the image queue's event source mapping invokes it.
+pub fn worker_handler<'a>(
+    app: &'a App,
+    event: SqsEvent,
+) -> futures::future::BoxFuture<'a, aws_lambda_events::event::sqs::SqsBatchResponse> {
+    Box::pin(imgpipe_worker::handle(app, event))
+}
+
+/// The webhook delivery function, as the webhook queue's event source mapping invokes it.
+pub fn webhook_handler<'a>(
+    app: &'a App,
+    event: SqsEvent,
+) -> futures::future::BoxFuture<'a, aws_lambda_events::event::sqs::SqsBatchResponse> {
+    Box::pin(imgpipe_webhook::handle(app, event))
+}
+
+/// What the image queue's event source mapping does (see [`run_queue`]). Returns how many batches it ran.
+pub async fn run_worker(app: App, sqs: aws_sdk_sqs::Client, shutdown: watch::Receiver<bool>) -> usize {
     let queue_url = app.config.queue_url.clone();
+    run_queue(app, sqs, queue_url, worker_handler, shutdown).await
+}
+
+/// What an SQS event source mapping does: long-poll a batch of `queue_url`, invoke `handler` with an `SqsEvent`,
+/// and delete only the messages it did not report in `batchItemFailures`. Returns how many batches it ran.
+pub async fn run_queue(
+    app: App,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    handler: SqsHandler,
+    mut shutdown: watch::Receiver<bool>,
+) -> usize {
     let queue_arn = format!("arn:aws:sqs:{}:000000000000:{}", app.config.region, queue_name(&queue_url));
     let mut batches = 0;
     while !*shutdown.borrow() {
@@ -233,6 +265,7 @@ pub async fn run_worker(app: App, sqs: aws_sdk_sqs::Client, mut shutdown: watch:
             Ok(out) => out.messages.unwrap_or_default(),
             Err(e) => {
                 tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "ReceiveMessage failed");
+                // Back off before polling a failing server again (a pause, not a wait for a condition).
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 continue;
             }
@@ -242,7 +275,7 @@ pub async fn run_worker(app: App, sqs: aws_sdk_sqs::Client, mut shutdown: watch:
         }
         batches += 1;
         let event = sqs_event(messages.iter().map(|m| to_event_message(m, &queue_arn)).collect());
-        let response = imgpipe_worker::handle(&app, event).await;
+        let response = handler(&app, event).await;
         let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         let entries: Vec<DeleteMessageBatchRequestEntry> = messages
             .iter()
@@ -265,22 +298,59 @@ pub async fn run_worker(app: App, sqs: aws_sdk_sqs::Client, mut shutdown: watch:
     batches
 }
 
+/// What the webhook queue's event source mapping does (see [`run_queue`]); nothing without a webhook queue.
+pub async fn run_webhooks(app: App, sqs: aws_sdk_sqs::Client, shutdown: watch::Receiver<bool>) -> usize {
+    match app.config.webhook_queue_url.clone() {
+        Some(url) => run_queue(app, sqs, url, webhook_handler, shutdown).await,
+        None => 0,
+    }
+}
+
+/// What the sweeper's schedule does: one sweep every `every`, until `shutdown` turns true.
+pub async fn run_sweeper(app: App, every: std::time::Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        if let Err(e) = imgpipe_sweeper::handle(&app).await {
+            tracing::warn!(error = %e, "sweep failed");
+        }
+    }
+}
+
 /// The queue name: the last segment of its URL.
 pub fn queue_name(queue_url: &str) -> &str {
     queue_url.trim_end_matches('/').rsplit('/').next().unwrap_or(queue_url)
 }
 
 /// Local provisioning of what `template.yaml` creates on AWS: both buckets, the image queue and its
-/// dead-letter queue (redrive after `max_receive_count` receives). Idempotent.
-/// Returns the image queue's URL as the server reports it.
+/// dead-letter queue (redrive after `max_receive_count` receives), and the webhook queue with its own
+/// dead-letter queue when one is configured. Idempotent. Returns the image queue's URL as the server reports it.
 pub async fn provision(config: &Config, max_receive_count: u32, visibility_timeout_secs: u32) -> Result<String, Error> {
     let sdk = aws_config(config).await;
     let s3 = S3Store::new(&sdk, config);
     s3.ensure_bucket(&config.uploads_bucket).await?;
     s3.ensure_bucket(&config.outputs_bucket).await?;
     let sqs = sqs_client(&sdk, config);
+    if let Some(url) = &config.webhook_queue_url {
+        // Deliveries retry until the horizon, one receive per attempt: the dead-letter queue is for messages
+        // that cannot be read, so its receive count is far above the attempts.
+        create_queue_with_dlq(&sqs, queue_name(url), WEBHOOK_MAX_RECEIVE_COUNT, visibility_timeout_secs).await?;
+    }
+    create_queue_with_dlq(&sqs, queue_name(&config.queue_url), max_receive_count, visibility_timeout_secs).await
+}
+
+/// The webhook queue's receive count before its dead-letter queue (as in `template.yaml`).
+pub const WEBHOOK_MAX_RECEIVE_COUNT: u32 = 100;
+
+async fn create_queue_with_dlq(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    max_receive_count: u32,
+    visibility_timeout_secs: u32,
+) -> Result<String, Error> {
     let q = |e: &dyn std::fmt::Display| Error::Queue(e.to_string());
-    let name = queue_name(&config.queue_url);
     let dlq = sqs
         .create_queue()
         .queue_name(format!("{name}-dlq"))
@@ -307,5 +377,5 @@ pub async fn provision(config: &Config, max_receive_count: u32, visibility_timeo
         .send()
         .await
         .map_err(|e| q(&aws_sdk_sqs::error::DisplayErrorContext(e)))?;
-    Ok(queue.queue_url().unwrap_or(&config.queue_url).to_string())
+    queue.queue_url().map(str::to_string).ok_or_else(|| Error::Queue(format!("queue {name} has no URL")))
 }

@@ -138,7 +138,8 @@ async fn bench_ingest(mut config: Config, rows: usize, urls: usize) -> Result<()
     config.max_csv_bytes = config.max_csv_bytes.max(rows * urls * 64 + 1024);
     config.queue_url = imgpipe_local::provision(&config, 5, 30).await?;
     let app = App::new(config.clone()).await?;
-    app.repo.ensure_indexes().await?;
+    let client = mongodb::Client::with_uri_str(config.mongodb_uri.expose()).await?;
+    imgpipe_core::adapters::mongo::migrate(&client.database(&config.mongodb_database)).await?;
     let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
     for r in 1..=rows {
         let list: Vec<String> = (0..urls).map(|i| format!("https://images.example.com/p/{r}/{i}.jpg")).collect();
@@ -161,7 +162,7 @@ async fn bench_ingest(mut config: Config, rows: usize, urls: usize) -> Result<()
         .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages).cloned())
         .unwrap_or_default();
     sqs.delete_queue().queue_url(&config.queue_url).send().await?;
-    mongodb::Client::with_uri_str(&config.mongodb_uri).await?.database(&config.mongodb_database).drop().await?;
+    mongodb::Client::with_uri_str(config.mongodb_uri.expose()).await?.database(&config.mongodb_database).drop().await?;
     if status != http::StatusCode::ACCEPTED {
         return Err(format!("upload answered {status}: {:?}", response.body()).into());
     }
@@ -182,8 +183,8 @@ async fn serve(config: Config, max_receive: u32, visibility: u32) -> Result<(), 
     let workers: usize = env_or("IMGPIPE_LOCAL_WORKERS", 2)?;
     imgpipe_local::provision(&config, max_receive, visibility).await?;
     let sqs = sqs_client(&aws_config(&config).await, &config);
+    let sweep_every = std::time::Duration::from_secs(env_or("IMGPIPE_LOCAL_SWEEP_SECS", 60)?);
     let app = App::new(config).await?;
-    app.repo.ensure_indexes().await?;
     let issuer = Arc::new(local_issuer()?);
 
     let (stop, shutdown) = tokio::sync::watch::channel(false);
@@ -192,6 +193,14 @@ async fn serve(config: Config, max_receive: u32, visibility: u32) -> Result<(), 
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
         tasks.spawn(imgpipe_local::run_worker(app.clone(), sqs.clone(), shutdown.clone()));
+    }
+    if workers > 0 {
+        tasks.spawn(imgpipe_local::run_webhooks(app.clone(), sqs.clone(), shutdown.clone()));
+        let sweeper = imgpipe_local::run_sweeper(app.clone(), sweep_every, shutdown.clone());
+        tasks.spawn(async move {
+            sweeper.await;
+            0
+        });
     }
     let api = tokio::spawn(imgpipe_local::serve_api(app, issuer, listener, shutdown));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -8,7 +8,7 @@ use mongodb::bson::{DateTime, doc};
 
 /// Adds `tenant` to `Tenants` unless it is there; returns whether it was new.
 pub async fn register_tenant(config: &Config, tenant: &TenantId) -> Result<bool, mongodb::error::Error> {
-    let db = mongodb::Client::with_uri_str(&config.mongodb_uri).await?.database(&config.mongodb_database);
+    let db = mongodb::Client::with_uri_str(config.mongodb_uri.expose()).await?.database(&config.mongodb_database);
     let result = db
         .collection::<mongodb::bson::Document>("Tenants")
         .update_one(doc! {"_id": tenant.as_str()}, doc! {"$setOnInsert": {"createdAt": DateTime::now()}})

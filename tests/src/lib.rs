@@ -79,6 +79,9 @@ impl Runner {
         for _ in 0..workers {
             tokio::spawn(imgpipe_local::run_worker(stack.app.clone(), stack.sqs.clone(), shutdown.clone()));
         }
+        if workers > 0 {
+            tokio::spawn(imgpipe_local::run_webhooks(stack.app.clone(), stack.sqs.clone(), shutdown.clone()));
+        }
         Self { addr, url: format!("http://{addr}"), stop }
     }
 }
@@ -179,7 +182,10 @@ impl Stack {
             "max_rows": 20_000,
             "max_urls_per_row": 20,
             "webhook_secret": "test-webhook-secret",
-            "webhook_backoff_ms": 50,
+            "webhook_queue_url": format!("{sqs_endpoint}/000000000000/t-{test}-{suffix}-webhooks"),
+            // Webhook retries one second apart, so that tests see several attempts quickly.
+            "webhook_backoff_secs": 1,
+            "webhook_max_backoff_secs": 1,
         }))
         .expect("test configuration");
         adjust(&mut config);
@@ -187,11 +193,14 @@ impl Stack {
         let sdk = aws_config(&config).await;
         let sqs = sqs_client(&sdk, &config);
         let s3 = imgpipe_core::adapters::s3::S3Store::new(&sdk, &config).client().clone();
-        let db = mongodb::Client::with_uri_str(&config.mongodb_uri).await.unwrap().database(&config.mongodb_database);
+        let db = mongodb::Client::with_uri_str(config.mongodb_uri.expose())
+            .await
+            .unwrap()
+            .database_with_options(&config.mongodb_database, imgpipe_core::adapters::mongo::database_options());
         let mut app = App::new(config).await.expect("app");
         let puts = Arc::new(Mutex::new(HashMap::new()));
         app.blobs = Arc::new(CountingBlobs { inner: app.blobs.clone(), puts: puts.clone() });
-        app.repo.ensure_indexes().await.expect("indexes");
+        imgpipe_core::adapters::mongo::migrate(&db).await.expect("indexes");
         Self { app, sqs, s3, db, puts }
     }
 
@@ -297,6 +306,65 @@ impl Stack {
                 .expect("DeleteMessageBatch");
         }
         failed
+    }
+
+    /// Runs the webhook delivery handler on this test's webhook queue, as its event source mapping does, until the
+    /// queue holds no message (visible, in flight or delayed), within `deadline`. Returns how many messages it
+    /// handed to the handler.
+    pub async fn deliver_webhooks(&self, deadline: Duration) -> usize {
+        use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+        let url = self.app.config.webhook_queue_url.clone().expect("the test stack has a webhook queue");
+        let start = Instant::now();
+        let mut handled = 0;
+        loop {
+            assert!(start.elapsed() < deadline, "webhook queue not drained within {deadline:?}");
+            let attrs = self
+                .sqs
+                .get_queue_attributes()
+                .queue_url(&url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+                .send()
+                .await
+                .expect("GetQueueAttributes");
+            let depth: usize = attrs
+                .attributes()
+                .map(|a| a.values().filter_map(|v| v.parse::<usize>().ok()).sum())
+                .unwrap_or_default();
+            if depth == 0 {
+                return handled;
+            }
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await
+                .expect("ReceiveMessage");
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                continue;
+            }
+            handled += messages.len();
+            let records = messages.iter().map(|m| imgpipe_local::to_event_message(m, "arn:webhooks")).collect();
+            let response = imgpipe_webhook::handle(&self.app, imgpipe_local::sqs_event(records)).await;
+            for m in &messages {
+                if !response.batch_item_failures.iter().any(|f| Some(f.item_identifier.as_str()) == m.message_id()) {
+                    let receipt = m.receipt_handle().unwrap_or_default();
+                    self.sqs
+                        .delete_message()
+                        .queue_url(&url)
+                        .receipt_handle(receipt)
+                        .send()
+                        .await
+                        .expect("DeleteMessage");
+                }
+            }
+        }
     }
 
     /// Works the queue until it holds no message at all (waiting, in flight or delayed: a message a failed

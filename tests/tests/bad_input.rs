@@ -623,7 +623,7 @@ async fn truncated_and_aborted_bodies_are_never_ingested() {
     let csv = valid_csv(10);
     let half = csv[..csv.len() / 2].rfind('\n').unwrap() + 1;
     let prefix = &csv[..half];
-    assert!(imgpipe_core::csv_input::parse_csv(prefix.as_bytes(), stack.app.csv_limits()).is_ok());
+    assert!(imgpipe_core::csv_input::parse_csv(prefix.as_bytes(), stack.app.ingest().csv_limits()).is_ok());
 
     // Content-Length announces the whole CSV, half arrives, the client closes its side.
     let mut request = post_head("text/csv", &format!("Content-Length: {}\r\n", csv.len())).into_bytes();

@@ -26,6 +26,8 @@ const EVENTS: &[&str] = &[
     "status-api-get.json",
     "status-api-get-alias.json",
     "status-api-output-csv.json",
+    "webhook-sqs-batch.json",
+    "sweeper-schedule.json",
 ];
 
 /// Folders of `events/` that hold data the events refer to, not events.
@@ -213,6 +215,17 @@ async fn every_event_file_runs_through_its_handler() {
                 assert_eq!(&rows[0][1], "Oxford shirt, blue", "{name}");
                 let outputs: Vec<&str> = rows[0][3].split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
                 assert_eq!(outputs.len(), 2, "{name}: one output URL per input image: {csv}");
+            }
+            "webhook-sqs-batch.json" => {
+                // A delivery of the request the S3 event created, which has no webhook: read, then dropped.
+                let event: SqsEvent = serde_json::from_value(event).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let response = imgpipe_webhook::handle(&stack.app, event).await;
+                assert!(response.batch_item_failures.is_empty(), "{name}: {:?}", response.batch_item_failures);
+            }
+            "sweeper-schedule.json" => {
+                // EventBridge Scheduler's input is ignored; everything here is young and in order.
+                let report = imgpipe_sweeper::handle(&stack.app).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!((report.resumed, report.finalised, report.errors), (0, 0, 0), "{name}: {report:?}");
             }
             other => panic!("events/{other} is in EVENTS but has no handler in this test"),
         }

@@ -84,7 +84,11 @@ async fn every_message_delivered_twice_in_parallel_gives_the_single_delivery_sta
         .iter()
         .flat_map(|m| [0, 1].map(|copy| (m.body().unwrap().to_string(), format!("{}-{copy}", m.message_id().unwrap()))))
         .map(|(body, mid)| {
-            let app = stack.app.clone();
+            // Each copy in an execution environment of its own (its own decode budget and fetch slots), as two
+            // deliveries of one message reach two Lambda instances.
+            let mut app = stack.app.clone();
+            app.decode_budget =
+                std::sync::Arc::new(imgpipe_core::decode_budget::DecodeBudget::new(app.config.decode_budget()));
             tokio::spawn(async move {
                 imgpipe_worker::handle(&app, imgpipe_local::sqs_event(vec![record(&body, mid)])).await
             })
@@ -157,7 +161,9 @@ async fn outage_case(kind: &str) {
         if kind == "s3" {
             c.s3_endpoint = Some(format!("http://127.0.0.1:{port}"));
         } else {
-            c.mongodb_uri = format!("mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=1500&connectTimeoutMS=1000");
+            c.mongodb_uri = imgpipe_core::config::Secret::new(format!(
+                "mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=1500&connectTimeoutMS=1000"
+            ));
         }
     })
     .await;
@@ -308,13 +314,13 @@ async fn load_run_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_whose_finaliser_died_is_finalised_by_the_next_status_poll() {
-    let stack = Stack::new("heal").await;
+async fn a_request_whose_finaliser_died_is_finalised_by_the_sweeper_not_by_a_status_poll() {
+    let stack = Stack::with("heal", |c| c.sweep_grace_secs = 0).await;
     let server = ImageServer::start().await;
     let a = server.serve("/a.jpg", "image/jpeg", jpeg(&photo(30, 20, 1), 90));
     let (_, body) = stack.upload("text/csv", format!("S. No.,Product Name,Input Image Urls\n1,A,{a}\n")).await;
     let id = request_id(&body).to_string();
-    stack.app.faults.arm("worker.before_final_status");
+    stack.app.faults.arm("finalise.before_status");
     let messages = stack.take_messages(1).await;
     assert_eq!(stack.work(&messages).await.len(), 1, "the finaliser failed, so its message is retried");
     // ...but the message is lost (dead-lettered, say): nothing will redeliver it.
@@ -323,15 +329,23 @@ async fn a_request_whose_finaliser_died_is_finalised_by_the_next_status_poll() {
     assert_eq!(request.get_str("status").unwrap(), "processing");
     assert!(request.get("finalizingAt").is_none(), "the failed finaliser released its lease");
 
+    // A status poll reports what is stored and repairs nothing.
     let (_, status) = stack.status(&id).await;
-    assert_eq!(status["status"], "completed");
-    assert_eq!(status["counts"]["succeeded"], 1);
-    assert!(status["outputCsvUrl"].is_string());
+    assert_eq!((status["status"].as_str(), status["counts"]["processed"].as_i64()), (Some("processing"), Some(1)));
+    let request = stack.requests().find_one(doc! {"requestId": &id}).await.unwrap().unwrap();
+    assert_eq!(request.get_str("status").unwrap(), "processing", "a GET never finalises");
+
+    let report = imgpipe_sweeper::handle(&stack.app).await.unwrap();
+    assert_eq!(report.finalised, 1, "{report:?}");
+    let request = stack.requests().find_one(doc! {"requestId": &id}).await.unwrap().unwrap();
+    assert_eq!(request.get_str("status").unwrap(), "completed");
     let csv_key = format!("outputs/{id}/output.csv");
     let stored = stack.object(&stack.app.config.outputs_bucket, &csv_key).await.expect("the output CSV is stored");
     assert_eq!(csv::Reader::from_reader(stored.as_slice()).records().count(), 1, "one product row");
     let writes = stack.puts_of(&csv_key);
-    let (_, again) = stack.status(&id).await;
-    assert_eq!(again["completedAt"], status["completedAt"]);
+    let again = imgpipe_sweeper::handle(&stack.app).await.unwrap();
+    assert_eq!(again.finalised, 0, "a second sweep changes nothing: {again:?}");
     assert_eq!(stack.puts_of(&csv_key), writes, "a finalised request is not finalised again");
+    let (_, status) = stack.status(&id).await;
+    assert_eq!((status["status"].as_str(), status["counts"]["succeeded"].as_i64()), (Some("completed"), Some(1)));
 }

@@ -99,7 +99,7 @@ async fn the_queue_adapter_builds_batches_by_bytes_as_well_as_count() {
             shard: 0,
         })
         .collect();
-    stack.app.queue.send_jobs(&jobs).await.expect("every batch accepted");
+    stack.app.jobs.send_jobs(&jobs).await.expect("every batch accepted");
     assert_eq!(stack.queue_depth().await, 10);
 }
 

@@ -94,8 +94,8 @@ async fn ferretdb_zeroes_every_group_accumulator_after_the_first() {
 /// this server, whatever its `$group` does: rows with different numbers of images, some failed, some pending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_repository_sums_settled_and_failed_images_exactly_on_this_server() {
+    use imgpipe_core::domain::ImageResult;
     use imgpipe_core::domain::{ImageJob, ImageUrl, RequestId};
-    use imgpipe_core::ports::ImageResult;
     let stack = Stack::new("tally").await;
     // Rows of 1, 2, 3 and 4 images (URLs nothing fetches: the images are settled below, by hand).
     let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
@@ -117,8 +117,8 @@ async fn the_repository_sums_settled_and_failed_images_exactly_on_this_server() 
         } else {
             ImageResult::Failed { reason: imgpipe_core::failure::FailureReason::HttpStatus }
         };
-        assert!(stack.app.repo.settle_image(&job, &result).await.unwrap().is_some());
+        assert!(stack.app.rows.settle_image(&job, &result).await.unwrap().is_some());
     }
-    let tally = stack.app.repo.tally(&id).await.unwrap();
+    let tally = stack.app.rows.tally(&id).await.unwrap();
     assert_eq!((tally.settled, tally.failed), (6, 3), "{tally:?}");
 }

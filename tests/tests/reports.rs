@@ -5,9 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use imgpipe_core::adapters::mongo::MongoRepository;
+use imgpipe_core::adapters::mongo::{MongoStore, REQUEST_DATA, REQUEST_PROGRESS, REQUESTS};
 use imgpipe_core::bson::{Bson, Document};
-use imgpipe_core::model::{REQUEST_DATA, REQUEST_PROGRESS, REQUESTS};
 use imgpipe_tests::{ImageServer, Stack, jpeg, photo, request_id};
 use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
@@ -70,11 +69,11 @@ async fn server_indexes(db: &mongodb::Database, collection: &str) -> Vec<Documen
 async fn every_query_is_served_by_an_index_on_the_server_and_carries_the_shard_key() {
     let mut stack = Stack::new("indexguard").await;
     let seen: Seen = Arc::default();
-    let mut options = mongodb::options::ClientOptions::parse(&stack.app.config.mongodb_uri).await.unwrap();
+    let mut options = mongodb::options::ClientOptions::parse(stack.app.config.mongodb_uri.expose()).await.unwrap();
     let s = seen.clone();
     options.command_event_handler = Some(EventHandler::callback(move |e| record(&s, e)));
     let client = mongodb::Client::with_options(options).unwrap();
-    stack.app.repo = Arc::new(MongoRepository::new(&client.database(&stack.app.config.mongodb_database)));
+    stack.app.set_documents(Arc::new(MongoStore::new(&client, &stack.app.config.mongodb_database)));
 
     // Everything the functions do: upload, work (success, failure, redelivery), status pages, CSV, reports.
     let server = ImageServer::start().await;
@@ -152,7 +151,7 @@ async fn request_list_pages_newest_first_and_filters_and_stats_count_known_data(
     let (_, bad) = stack
         .upload("text/csv", format!("S. No.,Product Name,Input Image Urls\n1,F,\"{good},{missing},{missing}\"\n"))
         .await;
-    let day_before = imgpipe_core::model::day_of(imgpipe_core::bson::DateTime::now());
+    let day_before = imgpipe_core::domain::Timestamp::now().day();
     stack.drain(Duration::from_secs(30)).await;
     ids.push(request_id(&done).to_string());
     ids.push(request_id(&bad).to_string());
@@ -221,7 +220,7 @@ async fn request_list_pages_newest_first_and_filters_and_stats_count_known_data(
     );
     // The two requests were finalised between these two readings of the clock: on one day, or (across UTC
     // midnight) on two.
-    let day_after = imgpipe_core::model::day_of(imgpipe_core::bson::DateTime::now());
+    let day_after = imgpipe_core::domain::Timestamp::now().day();
     let daily = stats["daily"].as_array().unwrap();
     assert!(daily.iter().all(|d| d["day"] == day_before || d["day"] == day_after), "{daily:?}");
     let sum = |k: &str| daily.iter().map(|d| d[k].as_i64().unwrap()).sum::<i64>();

@@ -20,8 +20,8 @@ async fn upload_and_take_messages(stack: &Stack, csv: String, expected: usize) -
     (request_id(&body).to_string(), stack.take_bodies(expected).await)
 }
 
-/// One webhook call: signature header, request-id header, body.
-type Call = (Option<String>, Option<String>, Vec<u8>);
+/// One webhook call: signature header, request-id header, webhook-id header, body.
+type Call = (Option<String>, Option<String>, Option<String>, Vec<u8>);
 
 /// A local webhook receiver that answers 500 to the first `failures` calls, then 200; records each call.
 struct Receiver {
@@ -40,7 +40,12 @@ async fn receiver(failures: usize) -> Receiver {
         async move {
             let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
             let mut calls = c.lock().unwrap();
-            calls.push((header("imgpipe-signature"), header("imgpipe-request-id"), body.to_vec()));
+            calls.push((
+                header("imgpipe-signature"),
+                header("imgpipe-request-id"),
+                header("webhook-id"),
+                body.to_vec(),
+            ));
             if calls.len() <= failures { http::StatusCode::INTERNAL_SERVER_ERROR } else { http::StatusCode::OK }
         }
     });
@@ -127,7 +132,11 @@ async fn the_last_two_images_finishing_together_finalise_once_with_one_webhook()
         let csv_key = format!("outputs/{id}/output.csv");
         assert!(stack.object(&stack.app.config.outputs_bucket, &csv_key).await.is_some(), "round {round}");
         assert_eq!(stack.puts_of(&csv_key), 1, "round {round}: output CSV written once");
+        assert_eq!(request.get_document("webhook").unwrap().get_str("state").unwrap(), "queued", "round {round}");
+        assert!(hook.calls.lock().unwrap().is_empty(), "round {round}: the worker queues the webhook, never calls it");
+        assert_eq!(stack.deliver_webhooks(Duration::from_secs(30)).await, 1, "round {round}: one delivery queued");
         assert_eq!(hook.calls.lock().unwrap().len(), 1, "round {round}: one webhook call");
+        let request = stack.stored_request(&id).await;
         let webhook = request.get_document("webhook").unwrap();
         assert_eq!(webhook.get_str("state").unwrap(), "delivered", "round {round}");
         assert_eq!(webhook.get_array("attempts").unwrap().len(), 1, "round {round}");
@@ -138,31 +147,43 @@ async fn the_last_two_images_finishing_together_finalise_once_with_one_webhook()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_webhook_that_fails_twice_is_retried_signed_and_recorded() {
-    let stack = Stack::new("webhook").await;
+/// Uploads a one-image CSV with `webhook` and works its image; returns the request id.
+async fn upload_with_webhook(stack: &Stack, webhook: &str) -> String {
     let server = ImageServer::start().await;
     let a = server.serve("/a.jpg", "image/jpeg", jpeg(&photo(64, 64, 3), 95));
-    let hook = receiver(2).await;
     let req = http::Request::builder()
         .method("POST")
-        .uri(format!("/uploads?webhook={}", hook.url))
+        .uri(format!("/uploads?webhook={webhook}"))
         .header("content-type", "text/csv")
         .body(lambda_http::Body::from(format!("S. No.,Product Name,Input Image Urls\n1,A,{a}\n")))
         .unwrap();
     let (code, body) =
         imgpipe_tests::json_of(imgpipe_upload::handle(&stack.app, imgpipe_tests::authorized(&stack.app, req)).await);
     assert_eq!(code, 202, "{body}");
-    let id = request_id(&body).to_string();
-    let sent_after = unix_seconds();
     stack.drain(Duration::from_secs(30)).await;
-    let sent_before = unix_seconds();
+    request_id(&body).to_string()
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_fails_three_times_is_retried_through_its_queue_signed_with_one_webhook_id() {
+    let stack = Stack::with("webhook", |c| c.api_base_url = Some("http://127.0.0.1:3000".into())).await;
+    let hook = receiver(3).await;
+    let id = upload_with_webhook(&stack, &hook.url).await;
+    assert!(hook.calls.lock().unwrap().is_empty(), "the worker does not call the webhook itself");
+    let request = stack.stored_request(&id).await;
+    assert_eq!(request.get_document("webhook").unwrap().get_str("state").unwrap(), "queued");
+
+    let sent_after = unix_seconds();
+    let handled = stack.deliver_webhooks(Duration::from_secs(60)).await;
+    let sent_before = unix_seconds();
+    assert_eq!(handled, 4, "one message receive per attempt");
     let calls = hook.calls.lock().unwrap().clone();
-    assert_eq!(calls.len(), 3, "two failures, then success");
-    for (header, request_header, body) in &calls {
+    assert_eq!(calls.len(), 4, "three failures, then success");
+    let webhook_ids: std::collections::BTreeSet<_> = calls.iter().map(|c| c.2.clone().expect("Webhook-Id")).collect();
+    assert_eq!(webhook_ids.len(), 1, "every attempt carries the same Webhook-Id: {webhook_ids:?}");
+    for (header, request_header, _, body) in &calls {
         // `t=<unix seconds>,v1=<hex>`: the signature of this body at that time (`signature` itself is checked
-        // against an independent vector below), sent while the request was being worked.
+        // against an independent vector below), sent while the deliveries were being worked.
         let header = header.as_deref().expect("signed");
         let t: i64 = header.strip_prefix("t=").and_then(|h| h.split(',').next()).unwrap().parse().unwrap();
         assert!((sent_after..=sent_before).contains(&t), "{header}: timestamp outside {sent_after}..={sent_before}");
@@ -173,9 +194,10 @@ async fn a_webhook_that_fails_twice_is_retried_signed_and_recorded() {
         assert_eq!(summary["event"], "request.completed");
         assert_eq!(summary["requestId"], id.as_str());
         assert_eq!(summary["counts"]["succeeded"], 1);
-        assert!(summary["outputCsvUrl"].as_str().unwrap().starts_with("http://127.0.0.1"));
+        assert_eq!(summary["statusUrl"], format!("http://127.0.0.1:3000/requests/{id}"), "the full API URL");
+        assert_eq!(summary["outputCsvUrl"], format!("http://127.0.0.1:3000/requests/{id}/output.csv"));
     }
-    let request = stack.requests().find_one(doc! {"requestId": &id}).await.unwrap().unwrap();
+    let request = stack.stored_request(&id).await;
     let webhook = request.get_document("webhook").unwrap();
     assert_eq!(webhook.get_str("state").unwrap(), "delivered");
     assert!(webhook.get_datetime("deliveredAt").is_ok());
@@ -185,7 +207,36 @@ async fn a_webhook_that_fails_twice_is_retried_signed_and_recorded() {
         .iter()
         .map(|a| a.as_document().unwrap().get_i32("status").unwrap())
         .collect();
-    assert_eq!(statuses, [500, 500, 200]);
+    assert_eq!(statuses, [500, 500, 500, 200]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_receiver_that_redirects_gets_no_delivery_and_its_target_nothing() {
+    let stack = Stack::with("webhook-redirect", |c| c.webhook_horizon_secs = 3).await;
+    let target = receiver(0).await;
+    let redirector = ImageServer::start().await;
+    let hook = redirector.redirect("/hook", &target.url);
+    let id = upload_with_webhook(&stack, &hook).await;
+    stack.deliver_webhooks(Duration::from_secs(60)).await;
+    assert!(redirector.hits_of("/hook") >= 2, "retried until the horizon");
+    assert!(target.calls.lock().unwrap().is_empty(), "the redirect is never followed");
+    let request = stack.stored_request(&id).await;
+    let webhook = request.get_document("webhook").unwrap();
+    assert_eq!(webhook.get_str("state").unwrap(), "failed", "given up after the horizon");
+    let first = webhook.get_array("attempts").unwrap()[0].as_document().unwrap().clone();
+    assert_eq!(first.get_i32("status").unwrap(), 302);
+}
+
+/// What a receiver checks, against a signature made with the same independent vector's inputs: a replay older
+/// than the tolerance is refused.
+#[test]
+fn verify_refuses_a_replay_outside_the_tolerance() {
+    use imgpipe_core::webhook::{DEFAULT_TOLERANCE, verify};
+    let header = "t=1700000000,v1=92059a23c6ff3c9b45125240086d31eff0a82e8b44ec0aace740d2ef8a3b0a2d";
+    let body = br#"{"event":"request.completed","requestId":"0192f5e4-7a39-7c1e-9f55-2b1d0c3e4a5b"}"#;
+    assert!(verify(b"test-webhook-secret", header, body, 1_700_000_000 + 300, DEFAULT_TOLERANCE));
+    assert!(!verify(b"test-webhook-secret", header, body, 1_700_000_000 + 301, DEFAULT_TOLERANCE));
+    assert!(!verify(b"test-webhook-secret", header, body, 1_700_000_000 + 86_400, DEFAULT_TOLERANCE));
 }
 
 fn unix_seconds() -> i64 {
@@ -271,7 +322,7 @@ async fn progress_is_counted_on_several_documents_and_no_document_is_written_per
     let mut stack = Stack::with("shards", |c| c.progress_shards = 4).await;
     // Every write, by the document it targets: collection and the filter's identifying fields.
     let writes: Arc<Mutex<Vec<String>>> = Arc::default();
-    let mut options = mongodb::options::ClientOptions::parse(&stack.app.config.mongodb_uri).await.unwrap();
+    let mut options = mongodb::options::ClientOptions::parse(stack.app.config.mongodb_uri.expose()).await.unwrap();
     let seen = writes.clone();
     options.command_event_handler =
         Some(mongodb::event::EventHandler::callback(move |e: mongodb::event::command::CommandEvent| {
@@ -292,9 +343,10 @@ async fn progress_is_counted_on_several_documents_and_no_document_is_written_per
             }
         }));
     let client = mongodb::Client::with_options(options).unwrap();
-    stack.app.repo = Arc::new(imgpipe_core::adapters::mongo::MongoRepository::new(
-        &client.database(&stack.app.config.mongodb_database),
-    ));
+    stack.app.set_documents(Arc::new(imgpipe_core::adapters::mongo::MongoStore::new(
+        &client,
+        &stack.app.config.mongodb_database,
+    )));
 
     let server = ImageServer::start().await;
     let url = server.serve("/p.jpg", "image/jpeg", jpeg(&photo(24, 16, 3), 90));
@@ -345,8 +397,8 @@ async fn progress_is_counted_on_several_documents_and_no_document_is_written_per
 /// without also seeing it as settled (two separate sums did, and the status API then reported -1 succeeded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn counts_read_while_images_fail_are_consistent() {
+    use imgpipe_core::domain::ImageResult;
     use imgpipe_core::domain::{ImageJob, ImageUrl, RequestId};
-    use imgpipe_core::ports::ImageResult;
     let stack = Stack::new("tally_race").await;
     let rows = 150;
     let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
@@ -358,7 +410,7 @@ async fn counts_read_while_images_fail_are_consistent() {
     let id = RequestId::parse(body["requestId"].as_str().unwrap()).unwrap();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let failer = {
-        let (repo, id, done) = (stack.app.repo.clone(), id.clone(), done.clone());
+        let (repo, id, done) = (stack.app.rows.clone(), id.clone(), done.clone());
         tokio::spawn(async move {
             for r in 1..=rows {
                 let job = ImageJob {
@@ -380,12 +432,12 @@ async fn counts_read_while_images_fail_are_consistent() {
     };
     let mut reads = 0;
     while !done.load(std::sync::atomic::Ordering::SeqCst) {
-        let tally = stack.app.repo.tally(&id).await.unwrap();
+        let tally = stack.app.rows.tally(&id).await.unwrap();
         assert!(tally.failed <= tally.settled, "read {reads}: {tally:?}");
         reads += 1;
     }
     failer.await.unwrap();
-    let tally = stack.app.repo.tally(&id).await.unwrap();
+    let tally = stack.app.rows.tally(&id).await.unwrap();
     assert_eq!((tally.settled, tally.failed), (rows, rows));
     assert!(reads > 1, "the counts were read while images were failing");
 }

@@ -1,5 +1,6 @@
-//! Adapters of the ports to S3, SQS and MongoDB.
+//! Adapters of the ports to S3, SQS and MongoDB, and their in-memory twins.
 
+pub mod memory;
 pub mod mongo;
 pub mod s3;
 pub mod sqs;

@@ -7,7 +7,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use crate::config::Config;
 use crate::domain::ImageJob;
 use crate::error::{Error, Result};
-use crate::ports::JobQueue;
+use crate::ports::{DeliveryQueue, JobQueue, WebhookDelivery};
 
 /// SQS allows at most 10 entries per `SendMessageBatch`.
 const BATCH: usize = 10;
@@ -19,11 +19,12 @@ pub const MAX_BATCH_BYTES: usize = 262_144;
 /// Attempts per batch for entries SQS reports as failed.
 const ATTEMPTS: usize = 4;
 
-/// [`JobQueue`] on Amazon SQS or an SQS-compatible server.
+/// [`JobQueue`] and [`DeliveryQueue`] on Amazon SQS or an SQS-compatible server.
 #[derive(Clone)]
-pub struct SqsQueue {
+pub struct SqsQueues {
     client: aws_sdk_sqs::Client,
     queue_url: String,
+    webhook_queue_url: Option<String>,
     concurrency: usize,
 }
 
@@ -36,9 +37,18 @@ pub fn sqs_client(sdk: &aws_config::SdkConfig, config: &Config) -> aws_sdk_sqs::
     aws_sdk_sqs::Client::from_conf(builder.build())
 }
 
-impl SqsQueue {
+impl SqsQueues {
     pub fn new(client: aws_sdk_sqs::Client, config: &Config) -> Self {
-        Self { client, queue_url: config.queue_url.clone(), concurrency: config.enqueue_concurrency.max(1) }
+        Self {
+            client,
+            queue_url: config.queue_url.clone(),
+            webhook_queue_url: config.webhook_queue_url.clone(),
+            concurrency: config.enqueue_concurrency.max(1),
+        }
+    }
+
+    fn webhook_queue(&self) -> Result<&str> {
+        self.webhook_queue_url.as_deref().ok_or_else(|| Error::Config("IMGPIPE_WEBHOOK_QUEUE_URL is not set".into()))
     }
 
     async fn send_batch(&self, bodies: Vec<String>) -> Result<()> {
@@ -81,7 +91,7 @@ impl SqsQueue {
 }
 
 #[async_trait]
-impl JobQueue for SqsQueue {
+impl JobQueue for SqsQueues {
     async fn send_jobs(&self, jobs: &[ImageJob]) -> Result<()> {
         let bodies = jobs
             .iter()
@@ -90,6 +100,35 @@ impl JobQueue for SqsQueue {
         let batches: Vec<BoxFuture<'_, Result<()>>> =
             batches(bodies, BATCH, MAX_BATCH_BYTES)?.into_iter().map(|batch| self.send_batch(batch).boxed()).collect();
         futures::stream::iter(batches).buffer_unordered(self.concurrency).try_collect::<()>().await
+    }
+}
+
+#[async_trait]
+impl DeliveryQueue for SqsQueues {
+    async fn enqueue(&self, delivery: &WebhookDelivery) -> Result<()> {
+        let body = serde_json::to_string(delivery).map_err(|e| Error::Queue(e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(self.webhook_queue()?)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| Error::Queue(format!("SendMessage: {}", DisplayErrorContext(e))))?;
+        Ok(())
+    }
+
+    async fn postpone(&self, receipt_handle: &str, delay: std::time::Duration) -> Result<()> {
+        // SQS allows at most 12 hours of visibility.
+        let seconds = delay.as_secs().min(12 * 3600) as i32;
+        self.client
+            .change_message_visibility()
+            .queue_url(self.webhook_queue()?)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(|e| Error::Queue(format!("ChangeMessageVisibility: {}", DisplayErrorContext(e))))?;
+        Ok(())
     }
 }
 

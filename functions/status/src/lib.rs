@@ -4,8 +4,8 @@
 use imgpipe_core::api::{error_response, json_response};
 use imgpipe_core::auth::Identity;
 use imgpipe_core::domain::RequestId;
-use imgpipe_core::service::reports::{ListQuery, list_requests, stats};
-use imgpipe_core::service::status::{CsvDownload, output_csv, request_status};
+use imgpipe_core::service::reports::ListQuery;
+use imgpipe_core::service::status::CsvDownload;
 use imgpipe_core::{App, Error};
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
@@ -69,12 +69,12 @@ async fn respond(app: &App, req: &Request, _identity: &Identity) -> Result<Respo
                 limit: int_param("limit")?,
                 cursor: cursor.as_deref(),
             };
-            let list = list_requests(app, query).await?;
+            let list = app.reports().list_requests(query).await?;
             let body = serde_json::to_value(&list).map_err(|e| Error::Corrupt(e.to_string()))?;
             Ok(json_response(StatusCode::OK, &body).map(Body::from))
         }
         Route::Stats => {
-            let stats = stats(app, int_param("days")?).await?;
+            let stats = app.reports().stats(int_param("days")?).await?;
             let body = serde_json::to_value(&stats).map_err(|e| Error::Corrupt(e.to_string()))?;
             Ok(json_response(StatusCode::OK, &body).map(Body::from))
         }
@@ -83,11 +83,11 @@ async fn respond(app: &App, req: &Request, _identity: &Identity) -> Result<Respo
                 .map(|l| l.parse::<i64>().map_err(|_| Error::BadRequest(format!("invalid limit `{l}`"))))
                 .transpose()?;
             let cursor = query_param(req, "cursor");
-            let view = request_status(app, &id, cursor.as_deref(), limit).await?;
+            let view = app.status().request_status(&id, cursor.as_deref(), limit).await?;
             let body = serde_json::to_value(&view).map_err(|e| Error::Corrupt(e.to_string()))?;
             Ok(json_response(StatusCode::OK, &body).map(Body::from))
         }
-        Route::OutputCsv(id) => match output_csv(app, &id).await? {
+        Route::OutputCsv(id) => match app.status().output_csv(&id).await? {
             CsvDownload::Inline(csv) => Ok(Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "text/csv; charset=utf-8")

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use imgpipe_core::api::{error_response, json_response};
 use imgpipe_core::auth::Identity;
 use imgpipe_core::domain::ImageUrl;
-use imgpipe_core::service::ingest::{Accepted, ingest_upload};
+use imgpipe_core::service::ingest::Accepted;
 use imgpipe_core::{App, Error};
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
@@ -21,7 +21,7 @@ use serde_json::json;
 
 /// The URL of a request's status.
 fn status_url(app: &App, id: &imgpipe_core::domain::RequestId) -> String {
-    app.api_url(&format!("/requests/{id}"))
+    app.urls().api(&format!("/requests/{id}"))
 }
 
 /// Handles one API Gateway request. Every outcome, including errors, is an HTTP response.
@@ -99,7 +99,7 @@ async fn upload(app: &App, req: &Request, _identity: &Identity) -> Result<Accept
     let webhook = query_param(req, "webhook")
         .map(|w| ImageUrl::parse(&w).map_err(|e| Error::BadRequest(format!("webhook: {e}"))))
         .transpose()?;
-    ingest_upload(app, &csv, idempotency_key.as_deref(), webhook).await
+    app.ingest().upload(&csv, idempotency_key.as_deref(), webhook).await
 }
 
 /// The body of `POST /uploads/presign`.

@@ -3,7 +3,6 @@
 use aws_lambda_events::event::s3::{S3Event, S3EventRecord};
 use imgpipe_core::domain::INCOMING_PREFIX;
 use imgpipe_core::ports::Bounded;
-use imgpipe_core::service::ingest::{dropped_too_large, ingest_dropped, reject_dropped};
 use imgpipe_core::{App, Error};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Service, service_fn};
@@ -57,15 +56,17 @@ async fn ingest_record(app: &App, record: &S3EventRecord) -> Result<bool, Error>
         _ => app.blobs.get_bounded(bucket, &key, max, record.s3.object.e_tag.as_deref()).await?,
     };
     let accepted = match read {
-        Bounded::Body(csv) => ingest_dropped(app, bucket, &key, &version, &csv).await?,
-        Bounded::TooLarge(size) => reject_dropped(app, bucket, &key, &version, dropped_too_large(app, size)).await?,
+        Bounded::Body(csv) => app.ingest().dropped(bucket, &key, &version, &csv).await?,
+        Bounded::TooLarge(size) => {
+            app.ingest().reject_dropped(bucket, &key, &version, app.ingest().dropped_too_large(size)).await?
+        }
         Bounded::Replaced => {
             let reason = "the object was replaced after this event (its ETag changed); the new file has its own event";
-            reject_dropped(app, bucket, &key, &version, reason.into()).await?
+            app.ingest().reject_dropped(bucket, &key, &version, reason.into()).await?
         }
         Bounded::Missing => {
             let reason = "the object was deleted before it could be read";
-            reject_dropped(app, bucket, &key, &version, reason.into()).await?
+            app.ingest().reject_dropped(bucket, &key, &version, reason.into()).await?
         }
     };
     tracing::info!(requestId = %accepted.request_id, status = accepted.status.as_str(), bucket, key, "dropped CSV ingested");

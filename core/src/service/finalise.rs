@@ -1,0 +1,107 @@
+//! Finalisation: once every image of a request is settled, one finaliser writes the output CSV, sets the final
+//! status and queues the webhook.
+//!
+//! Concurrent finalisers: one takes the lease (`Requests.finalizingAt`), the others return `false`. A finaliser
+//! that fails releases the lease; one that dies keeps it until it expires (`IMGPIPE_FINALISE_LEASE_SECS`), after
+//! which the redelivered message of its last image, or the sweeper, takes over. The final status is set by a
+//! guarded update that succeeds once, and marks the webhook `queued` in the same write (its outbox record); the
+//! delivery message follows. If the finaliser dies between the two, the sweeper queues the delivery again
+//! (`SweepStore::stalled_webhooks`).
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::csv_output::write_csv;
+use crate::domain::{Finalisation, Request, RequestId, RequestStatus, Row, output_csv_key};
+use crate::error::{Error, Result};
+use crate::fault::Faults;
+use crate::ports::{BlobStore, Clock, DeliveryQueue, RequestStore, RowStore, WebhookDelivery};
+
+/// Rows read per query when a whole request is walked.
+pub const ROWS_PER_PAGE: i64 = 1000;
+
+/// Every row of a request in serial order, read page by page.
+pub async fn all_rows(rows: &dyn RowStore, id: &RequestId) -> Result<Vec<Row>> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = rows.rows_page(id, after, ROWS_PER_PAGE).await?;
+        let Some(last) = page.last() else { return Ok(all) };
+        after = Some(last.serial_number);
+        let full = page.len() as i64 == ROWS_PER_PAGE;
+        all.extend(page);
+        if !full {
+            return Ok(all);
+        }
+    }
+}
+
+/// The ports finalisation uses.
+pub struct Finaliser<'a> {
+    pub requests: &'a dyn RequestStore,
+    pub rows: &'a dyn RowStore,
+    pub blobs: &'a dyn BlobStore,
+    pub deliveries: &'a dyn DeliveryQueue,
+    pub clock: &'a dyn Clock,
+    pub config: &'a Config,
+    pub faults: &'a Faults,
+}
+
+impl Finaliser<'_> {
+    /// Recounts exactly; if every image is settled, takes the finalisation lease, writes the output CSV, sets the
+    /// final status and queues the webhook. `true`: this call finalised the request.
+    pub async fn finalise_if_done(&self, request: &Request) -> Result<bool> {
+        if request.status.is_final() {
+            return Ok(false);
+        }
+        let id = &request.id;
+        let tally = self.rows.tally(id).await?;
+        if tally.settled < request.total_images {
+            return Ok(false);
+        }
+        let lease = Duration::from_secs(self.config.finalise_lease_secs);
+        if !self.requests.claim_finalisation(id, self.clock.now(), lease).await? {
+            tracing::info!(requestId = %id, "another finaliser holds this request");
+            return Ok(false);
+        }
+        let fin = Finalisation {
+            status: if tally.failed > 0 { RequestStatus::Failed } else { RequestStatus::Completed },
+            queue_webhook: request.webhook.is_some(),
+            tally,
+            output_csv_key: output_csv_key(id),
+            at: self.clock.now(),
+        };
+        let won = match self.write(id, &fin).await {
+            Ok(won) => won,
+            Err(e) => {
+                if let Err(release) = self.requests.release_finalisation(id).await {
+                    tracing::warn!(error = %release, "could not release the finalisation lease; it will expire");
+                }
+                return Err(e);
+            }
+        };
+        if won {
+            tracing::info!(
+                requestId = %id,
+                status = fin.status.as_str(),
+                succeeded = tally.succeeded(),
+                failed = tally.failed,
+                "request finalised"
+            );
+            if request.webhook.is_some() {
+                self.faults.check("finalise.before_webhook")?;
+                self.deliveries.enqueue(&WebhookDelivery::of(id)).await?;
+            }
+        }
+        Ok(won)
+    }
+
+    async fn write(&self, id: &RequestId, fin: &Finalisation) -> Result<bool> {
+        self.faults.check("finalise.after_claim")?;
+        let rows = all_rows(self.rows, id).await?;
+        let csv = write_csv(&rows).map_err(|e| Error::Corrupt(format!("output CSV: {e}")))?;
+        self.blobs.put(&self.config.outputs_bucket, &fin.output_csv_key, csv, "text/csv").await?;
+        self.faults.check("finalise.before_status")?;
+        self.requests.finalise(id, fin).await
+    }
+}
