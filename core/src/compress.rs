@@ -11,7 +11,7 @@
 //!    produced (alpha, 16-bit, float) to the 8-bit grey or RGB rows `encode` takes: no second full-size image.
 //! 6. `encode`: libjpeg-turbo with its standard settings (baseline, standard quantisation tables scaled by the
 //!    quality, 4:2:0 chroma subsampling, JFIF header) and no other metadata (no EXIF, ICC, XMP or comment is copied
-//!    from the input). The choices were made with `make bench-codec` (README, "Codec benchmark"); `jpeglib` holds
+//!    from the input) unless [`OutputOptions`] ask for an sRGB profile or the copyright and artist (`metadata`). The choices were made with `make bench-codec` (README, "Codec benchmark"); `jpeglib` holds
 //!    the error handling both libjpeg wrappers share.
 
 mod budget;
@@ -20,6 +20,7 @@ mod encode;
 mod image_crate;
 pub mod jpeglib;
 mod libjpeg;
+mod metadata;
 mod orient;
 mod pixels;
 mod sniff;
@@ -27,6 +28,7 @@ mod sniff;
 use image::ImageFormat;
 
 pub use libjpeg::fallbacks as libjpeg_fallbacks;
+pub use metadata::OutputOptions;
 
 /// Limits checked against the image header before any pixel is decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +89,17 @@ pub enum CompressError {
 /// Decodes `input` (format detected from its bytes), applies EXIF orientation, flattens transparency onto white,
 /// and encodes a baseline JPEG at `quality` (clamped to 1–100) with no metadata.
 pub fn compress(input: &[u8], quality: u8, limits: CompressLimits) -> Result<Compressed, CompressError> {
-    let options = encode::EncodeOptions::new(quality);
+    compress_with(input, quality, limits, OutputOptions::default())
+}
+
+/// [`compress`], with the metadata `output` asks for (an sRGB profile, the EXIF copyright and artist).
+pub fn compress_with(
+    input: &[u8],
+    quality: u8,
+    limits: CompressLimits,
+    output: OutputOptions,
+) -> Result<Compressed, CompressError> {
+    let options = encode::EncodeOptions::new(quality, output);
     let format = sniff::sniff(input)?;
     if format == ImageFormat::Jpeg
         && let libjpeg::Outcome::Done(result) = libjpeg::compress(input, options, limits)

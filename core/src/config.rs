@@ -176,6 +176,14 @@ pub struct Config {
     /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` (MB), set by Lambda.
     #[serde(skip)]
     pub function_memory_mb: Option<u64>,
+    /// Embed a compact sRGB ICC profile (600 bytes) in every output, for viewers that do not assume sRGB. Off: plain
+    /// sRGB JPEGs without a profile, which browsers show as sRGB.
+    #[serde(default)]
+    pub embed_srgb_profile: bool,
+    /// Keep the input's EXIF Artist and Copyright fields in the output (a minimal EXIF with those two only); GPS,
+    /// serial numbers, XMP, IPTC and comments are dropped either way. Off: no metadata at all.
+    #[serde(default)]
+    pub keep_copyright: bool,
     /// Comma-separated CIDRs that image fetches may reach even though they are private, loopback or link-local
     /// (for local development and tests, e.g. `127.0.0.0/8`). Empty by default: such addresses are refused.
     #[serde(default)]
@@ -268,6 +276,14 @@ impl Config {
         self.decode_budget_bytes.unwrap_or_else(|| {
             (self.function_memory_mb.unwrap_or(1769) << 20).saturating_sub(self.memory_reserve_bytes)
         })
+    }
+
+    /// What outputs carry besides their pixels.
+    pub fn output_options(&self) -> crate::compress::OutputOptions {
+        crate::compress::OutputOptions {
+            embed_srgb_profile: self.embed_srgb_profile,
+            keep_copyright: self.keep_copyright,
+        }
     }
 
     /// Reads `IMGPIPE_*` variables; `AWS_REGION` is used when `IMGPIPE_REGION` is not set.

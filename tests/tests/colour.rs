@@ -4,14 +4,15 @@
 //! read as sRGB (what a browser does with an untagged JPEG), must show the chart's colours: mean ΔE76 ≤ 3 and
 //! max ΔE76 ≤ 6 over the patches. The fixtures and `chart.json` (the truth) were made with Pillow/LittleCMS by
 //! `tests/images/colour/make_fixtures.py`; ΔE is computed here with the CIE formulas. Also: sRGB inputs are left
-//! untouched (byte-identical output), hostile profiles are ignored with a logged reason, and outputs carry no
-//! metadata. Pure functions: these tests need no stack environment.
+//! untouched (byte-identical output), hostile profiles are ignored with a logged reason, outputs carry no metadata,
+//! and the two options that add some (an sRGB profile; the EXIF copyright and artist) add exactly that. Pure
+//! functions: these tests need no stack environment.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use imgpipe_core::compress::{CompressLimits, compress};
+use imgpipe_core::compress::{CompressLimits, OutputOptions, compress, compress_with};
 use serde_json::Value;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -140,6 +141,28 @@ fn every_fixture_comes_out_with_the_charts_colours() {
     assert!(failures.is_empty(), "over mean ΔE {MEAN_LIMIT} / max {MAX_LIMIT}:\n{}", failures.join("\n"));
 }
 
+/// Press shadows (black alone, rich blacks up to all four inks at 100 %, dark colours; CMYK through FOGRA39) come out
+/// as dark as LittleCMS shows them (the chart `make_fixtures.py` read from LittleCMS): it maps the press's darkest
+/// ink, L* 9.8, to sRGB's black (black point compensation). Without that the darkest ink stays a dark grey, every
+/// shadow is lighter, and the rich blacks are off by ΔE76 10 or more.
+#[test]
+fn cmyk_shadows_are_as_dark_as_littlecms_shows_them() {
+    let chart = chart();
+    let name = "cmyk-shadows-littlecms";
+    let out = compress(&read("cmyk-fogra39-shadows.jpg"), QUALITY, LIMITS).unwrap().jpeg;
+    let truth = &chart.charts[name];
+    let found = patches(&chart, &out, truth.len());
+    for (i, (a, b)) in found.iter().zip(truth).enumerate() {
+        println!("patch {i:>2}: {:>5.1?} LittleCMS {b:>5.1?}  ΔE {:.2}", a, delta_e76(*a, *b));
+    }
+    let (mean, max) = accuracy(&chart, name, &out);
+    println!("mean ΔE {mean:.2}, max {max:.2}");
+    assert!(mean <= 2.0 && max <= 5.0, "mean ΔE {mean:.2}, max {max:.2} from LittleCMS (bar: 2 / 5)");
+    // All four inks at 100 %: sRGB's black, as LittleCMS shows it.
+    let darkest = lab(found[4])[0];
+    assert!(darkest <= 2.0, "the darkest ink comes out at L* {darkest:.1}");
+}
+
 /// sRGB inputs, whatever profile says so (recognised by its contents: one is named "Display P3"), skip the
 /// conversion (no "converting" event, which a wide-gamut input does log) and come out as the untagged file does,
 /// byte for byte.
@@ -253,4 +276,163 @@ fn outputs_carry_no_metadata() {
     for needle in needles {
         assert!(!out.windows(needle.len()).any(|w| w == needle), "{:?} in the output", String::from_utf8_lossy(needle));
     }
+}
+
+const EMBED_PROFILE: OutputOptions = OutputOptions { embed_srgb_profile: true, keep_copyright: false };
+const KEEP_COPYRIGHT: OutputOptions = OutputOptions { embed_srgb_profile: false, keep_copyright: true };
+
+/// The payloads of the segments of `jpeg` with marker `marker` whose payload starts with `prefix`.
+fn payloads<'a>(jpeg: &'a [u8], marker: u8, prefix: &[u8]) -> Vec<&'a [u8]> {
+    segments(jpeg).into_iter().filter(|(m, p)| *m == marker && p.starts_with(prefix)).map(|(_, p)| p).collect()
+}
+
+/// `jpeg` without its segments of marker `marker`: what is left when one segment was added to an output.
+fn without(jpeg: &[u8], marker: u8) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    let mut at = 2;
+    loop {
+        let (m, len) = (jpeg[at + 1], usize::from(u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]])));
+        if m == 0xda {
+            out.extend_from_slice(&jpeg[at..]);
+            return out;
+        }
+        if m != marker {
+            out.extend_from_slice(&jpeg[at..at + 2 + len]);
+        }
+        at += 2 + len;
+    }
+}
+
+/// With `IMGPIPE_EMBED_SRGB_PROFILE`, an output holds one APP2 ICC profile (compact: at most 1 KiB) that a colour
+/// engine (moxcms, parsing it afresh) reads as sRGB: converting colours across the cube from it into sRGB moves
+/// none by more than one 8-bit level, where Adobe RGB moves them by up to 60. Nothing else changes: the rest of
+/// the file is the default output, byte for byte. Without the option there is no APP2 at all. Both backends: a
+/// JPEG (libjpeg) and a PNG converted from Adobe RGB (the image crate).
+#[test]
+fn an_srgb_profile_is_embedded_only_when_asked() {
+    use moxcms::{ColorProfile, Layout, TransformOptions};
+    let moves = |from: &ColorProfile| {
+        let executor = from
+            .create_transform_8bit(Layout::Rgb, &ColorProfile::new_srgb(), Layout::Rgb, TransformOptions::default())
+            .unwrap();
+        let probe: Vec<u8> = (0..16 * 16 * 16).flat_map(|i| [i / 256 * 17, i / 16 % 16 * 17, i % 16 * 17]).map(|v| v as u8).collect();
+        let mut out = vec![0; probe.len()];
+        executor.transform(&probe, &mut out).unwrap();
+        probe.iter().zip(&out).map(|(a, b)| a.abs_diff(*b)).max().unwrap()
+    };
+    let adobe = ColorProfile::new_from_slice(&read("profiles/compatibleWithAdobeRGB1998.icc")).unwrap();
+    assert!(moves(&adobe) > 30, "the probe cannot tell Adobe RGB from sRGB");
+    for name in ["srgb-untagged.jpg", "adobe-rgb.png"] {
+        let plain = compress(&read(name), QUALITY, LIMITS).unwrap().jpeg;
+        assert!(segments(&plain).iter().all(|(m, _)| *m != 0xe2), "{name}: APP2 without the option");
+        let tagged = compress_with(&read(name), QUALITY, LIMITS, EMBED_PROFILE).unwrap().jpeg;
+        let icc = payloads(&tagged, 0xe2, b"ICC_PROFILE\0");
+        assert_eq!(icc.len(), 1, "{name}: {} ICC segments", icc.len());
+        assert_eq!(&icc[0][12..14], [1, 1], "{name}: segment 1 of 1");
+        let profile = &icc[0][14..];
+        assert!(profile.len() <= 1024, "{name}: a profile of {} bytes", profile.len());
+        let parsed = ColorProfile::new_from_slice(profile).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(moves(&parsed) <= 1, "{name}: the embedded profile is not sRGB (moves {})", moves(&parsed));
+        assert!(without(&tagged, 0xe2) == plain, "{name}: the output differs beyond the profile");
+        assert!(payloads(&tagged, 0xe1, b"").is_empty(), "{name}: EXIF without being asked");
+    }
+}
+
+/// The IFD0 entries of a TIFF structure, read with the TIFF 6 layout: (tag, text) for ASCII entries, (tag, "")
+/// for the others; and the offset of the next IFD.
+fn ifd0(tiff: &[u8]) -> (Vec<(u16, String)>, u32) {
+    let le = match &tiff[..4] {
+        b"II*\0" => true,
+        b"MM\0*" => false,
+        other => panic!("not a TIFF header: {other:?}"),
+    };
+    let u16_at = |i: usize| {
+        let b = [tiff[i], tiff[i + 1]];
+        if le { u16::from_le_bytes(b) } else { u16::from_be_bytes(b) }
+    };
+    let u32_at = |i: usize| {
+        let b = [tiff[i], tiff[i + 1], tiff[i + 2], tiff[i + 3]];
+        if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) }
+    };
+    let ifd = u32_at(4) as usize;
+    let count = usize::from(u16_at(ifd));
+    let entries = (0..count)
+        .map(|n| {
+            let e = ifd + 2 + 12 * n;
+            let (tag, kind, len) = (u16_at(e), u16_at(e + 2), u32_at(e + 4) as usize);
+            let value = if kind != 2 {
+                String::new()
+            } else {
+                let at = if len <= 4 { e + 8 } else { u32_at(e + 8) as usize };
+                String::from_utf8_lossy(&tiff[at..at + len]).trim_end_matches('\0').to_string()
+            };
+            (tag, value)
+        })
+        .collect();
+    (entries, u32_at(ifd + 2 + 12 * count))
+}
+
+const ARTIST: (u16, &str) = (0x013b, "Jane Photographer");
+const COPYRIGHT: (u16, &str) = (0x8298, "(c) 2024 Example Shop");
+
+/// With `IMGPIPE_KEEP_COPYRIGHT`, the photo with GPS, camera make, model and serial, XMP, IPTC and a comment comes
+/// out with one EXIF APP1 whose only entries are its Artist and Copyright (no GPS or EXIF sub-IFD, no second IFD,
+/// no thumbnail), and none of the rest anywhere in the file. Without the option there is no APP1 at all.
+#[test]
+fn copyright_and_artist_are_kept_only_when_asked() {
+    let input = read("metadata-gps-serial-xmp.jpg");
+    let plain = compress(&input, QUALITY, LIMITS).unwrap().jpeg;
+    assert!(payloads(&plain, 0xe1, b"").is_empty(), "APP1 without the option");
+    let kept = compress_with(&input, QUALITY, LIMITS, KEEP_COPYRIGHT).unwrap().jpeg;
+    assert_copyright_only(&kept, "JPEG");
+    assert!(without(&kept, 0xe1) == plain, "the output differs beyond the EXIF");
+    let both = OutputOptions { embed_srgb_profile: true, keep_copyright: true };
+    let tagged = compress_with(&input, QUALITY, LIMITS, both).unwrap().jpeg;
+    assert_copyright_only(&tagged, "JPEG, with the profile");
+    assert_eq!(payloads(&tagged, 0xe2, b"ICC_PROFILE\0").len(), 1);
+
+    // The other backend: a lossless WebP carrying the same EXIF block in an extended-format EXIF chunk.
+    let exif = segments(&input).into_iter().find(|(m, p)| *m == 0xe1 && p.starts_with(b"Exif\0\0")).unwrap().1;
+    let webp = webp_with_exif(&exif[6..]);
+    assert_copyright_only(&compress_with(&webp, QUALITY, LIMITS, KEEP_COPYRIGHT).unwrap().jpeg, "WebP");
+    assert!(payloads(&compress(&webp, QUALITY, LIMITS).unwrap().jpeg, 0xe1, b"").is_empty(), "WebP: APP1 anyway");
+}
+
+fn assert_copyright_only(jpeg: &[u8], what: &str) {
+    let app1 = payloads(jpeg, 0xe1, b"");
+    assert_eq!(app1.len(), 1, "{what}: {} APP1 segments", app1.len());
+    let tiff = app1[0].strip_prefix(b"Exif\0\0").unwrap_or_else(|| panic!("{what}: APP1 is not EXIF"));
+    let (entries, next) = ifd0(tiff);
+    let expected = vec![(ARTIST.0, ARTIST.1.to_string()), (COPYRIGHT.0, COPYRIGHT.1.to_string())];
+    assert_eq!(entries, expected, "{what}: IFD0");
+    assert_eq!(next, 0, "{what}: a second IFD (thumbnail)");
+    for (marker, _) in segments(jpeg) {
+        assert!(matches!(marker, 0xe0 | 0xe1 | 0xe2 | 0xdb | 0xc0 | 0xc4 | 0xda | 0xdd), "{what}: segment {marker:#x}");
+    }
+    let needles: [&[u8]; 6] = [b"SN-0123456789", b"ExampleCam", b"X100", b"xmpmeta", b"Photoshop", b"shot at home"];
+    for needle in needles {
+        assert!(!jpeg.windows(needle.len()).any(|w| w == needle), "{what}: {:?}", String::from_utf8_lossy(needle));
+    }
+}
+
+/// A lossless WebP of a small image in the extended format (VP8X) with `tiff` as its EXIF chunk.
+fn webp_with_exif(tiff: &[u8]) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(48, 32, |x, y| image::Rgb([(x * 5) as u8, (y * 7) as u8, 90]));
+    let mut simple = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut simple, image::ImageFormat::WebP).unwrap();
+    let simple = simple.into_inner();
+    assert_eq!(&simple[12..16], b"VP8L", "the image crate writes lossless WebP");
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut c = [kind, &(data.len() as u32).to_le_bytes()[..], data].concat();
+        if data.len() % 2 == 1 {
+            c.push(0);
+        }
+        c
+    };
+    // VP8X: flags (EXIF present: bit 3), 3 reserved bytes, canvas width − 1 and height − 1 on 24 bits each.
+    let mut vp8x = vec![0x08, 0, 0, 0];
+    vp8x.extend_from_slice(&47u32.to_le_bytes()[..3]);
+    vp8x.extend_from_slice(&31u32.to_le_bytes()[..3]);
+    let body = [&b"WEBP"[..], &chunk(b"VP8X", &vp8x), &simple[12..], &chunk(b"EXIF", tiff)].concat();
+    [&b"RIFF"[..], &(body.len() as u32).to_le_bytes(), &body].concat()
 }

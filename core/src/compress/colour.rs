@@ -7,12 +7,15 @@
 //!   are (the output is the untagged input's, byte for byte).
 //! - Rendering intent: perceptual where the profile has perceptual tables (LUT profiles: CMYK presses, some
 //!   cameras), which is what their makers tuned for showing the whole gamut; else relative colorimetric, which
-//!   maps the white points and keeps every in-gamut colour exact. moxcms has no black point compensation: for
-//!   matrix/TRC RGB profiles (Adobe RGB, Display P3, ProPhoto…) the black point is zero, where it changes nothing.
+//!   maps the white points and keeps every in-gamut colour exact. Both with black point compensation
+//!   (`black_point`: the source's darkest colour becomes sRGB's black, as LittleCMS and Photoshop do), which moxcms
+//!   lacks and which matters for CMYK presses; for matrix/TRC RGB profiles the black point is 0.
 //! - A profile never fails an image: malformed (truncated, a tag outside the data, a declared size other than the
 //!   bytes present), over [`MAX_PROFILE_BYTES`], of a class that describes no image (device link, abstract, named
 //!   colours), or for another colour model than the pixels' — it is ignored with a `tracing::warn!` giving the
 //!   reason, and the image is treated as sRGB.
+
+mod black_point;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -60,6 +63,8 @@ pub(super) struct ToSrgb {
     source: ColorProfile,
     model: Model,
     options: TransformOptions,
+    /// The luminance (Y, white = 1) of the source's black point, mapped to sRGB's black (`black_point`).
+    black: f64,
 }
 
 /// Pixels converted per call (through a scratch copy of this many pixels: no second image-sized buffer).
@@ -153,9 +158,20 @@ pub(super) fn to_srgb(described: Described<'_>, model: Model) -> Option<ToSrgb> 
     }
     let perceptual = source.lut_a_to_b_perceptual.is_some();
     let rendering_intent = if perceptual { RenderingIntent::Perceptual } else { RenderingIntent::RelativeColorimetric };
-    let conversion = ToSrgb { source, model, options: TransformOptions { rendering_intent, ..Default::default() } };
+    // CMYK tables interpolated in floating point: as fast here (6 MP in 163 against 165 ms) and nearer LittleCMS
+    // (mean ΔE76 1.24 against 1.34 over 20,000 random inks through FOGRA39).
+    let prefer_fixed_point = model != Model::Cmyk;
+    let options = TransformOptions { rendering_intent, prefer_fixed_point, ..Default::default() };
+    let mut conversion = ToSrgb { source, model, options, black: 0.0 };
     // moxcms is safe Rust, but a panic on a crafted profile must not take the worker down.
-    match catch_unwind(AssertUnwindSafe(|| conversion.is_identity())) {
+    let prepared = catch_unwind(AssertUnwindSafe(|| {
+        conversion.black = black_point::detect(&conversion.source, model, options).unwrap_or_else(|reason| {
+            tracing::warn!(%reason, "no black point found; converting without black point compensation");
+            0.0
+        });
+        conversion.is_identity()
+    }));
+    match prepared {
         Ok(Ok(true)) => None,
         Ok(Ok(false)) => Some(conversion),
         Ok(Err(reason)) => ignored(reason),
@@ -252,7 +268,9 @@ fn srgb_grey() -> ColorProfile {
 
 impl ToSrgb {
     fn destination(&self) -> ColorProfile {
-        if self.model == Model::Grey { srgb_grey() } else { ColorProfile::new_srgb() }
+        let mut profile = if self.model == Model::Grey { srgb_grey() } else { ColorProfile::new_srgb() };
+        black_point::compensate(&mut profile, self.black);
+        profile
     }
 
     /// An 8-bit converter: `alpha` says whether each pixel carries an alpha sample after its colour (passed through).
@@ -263,7 +281,8 @@ impl ToSrgb {
 
     /// Logged (debug) whenever an image's pixels are converted.
     fn converting(&self) {
-        tracing::debug!(model = ?self.model, intent = ?self.options.rendering_intent, "converting the image to sRGB");
+        let (model, intent, black_point) = (self.model, self.options.rendering_intent, self.black);
+        tracing::debug!(?model, ?intent, black_point, "converting the image to sRGB");
     }
 
     fn executor_8(&self, alpha: bool) -> Result<Rows<u8>, String> {
@@ -292,7 +311,7 @@ impl ToSrgb {
     pub fn cmyk_converter(&self) -> Result<Arc<dyn TransformExecutor<u8> + Send + Sync>, String> {
         self.converting();
         let executor = catch_unwind(AssertUnwindSafe(|| {
-            self.source.create_transform_8bit(Layout::Rgba, &ColorProfile::new_srgb(), Layout::Rgb, self.options)
+            self.source.create_transform_8bit(Layout::Rgba, &self.destination(), Layout::Rgb, self.options)
         }))
         .map_err(|_| "the colour engine panicked building the transform".to_string())?
         .map_err(|e| format!("no transform to sRGB: {e}"))?;

@@ -1,5 +1,6 @@
 //! The JPEG encoder: libjpeg-turbo (inside `mozjpeg-sys`) with its standard settings, fed whole rows and writing
-//! into a `Vec`. The settings were chosen with `make bench-codec` (README, "Codec benchmark").
+//! into a `Vec`. The settings were chosen with `make bench-codec` (README, "Codec benchmark"). It writes the JFIF
+//! header and, when the options ask, a minimal EXIF and an sRGB profile (`metadata`); nothing else of the input.
 
 use std::mem;
 use std::os::raw::c_int;
@@ -10,6 +11,7 @@ use mozjpeg_sys::{
 };
 
 use super::jpeglib::{Error, error_manager, guard};
+use super::metadata::{self, OutputOptions};
 
 /// Huffman tables optimised per image cost a second pass over the coefficients; see the README's codec benchmark.
 const OPTIMIZE_CODING: bool = false;
@@ -21,13 +23,18 @@ pub(super) struct EncodeOptions {
     pub quality: u8,
     /// Huffman tables computed for the image (a second pass over the coefficients) instead of the standard ones.
     pub optimize_coding: bool,
+    /// What the output carries besides its pixels.
+    pub output: OutputOptions,
 }
 
 impl EncodeOptions {
-    pub fn new(quality: u8) -> Self {
-        EncodeOptions { quality: quality.clamp(1, 100), optimize_coding: OPTIMIZE_CODING }
+    pub fn new(quality: u8, output: OutputOptions) -> Self {
+        EncodeOptions { quality: quality.clamp(1, 100), optimize_coding: OPTIMIZE_CODING, output }
     }
 }
+
+/// JPEG marker codes of the segments written after the JFIF header.
+const APP1: c_int = 0xe1;
 
 /// Where the encoder writes: a 64 KiB buffer that is appended to `out` whenever it fills.
 #[repr(C)]
@@ -64,7 +71,7 @@ unsafe extern "C-unwind" fn term_destination(cinfo: &mut jpeg_compress_struct) {
     d.manager.next_output_byte = d.buffer.as_mut_ptr();
 }
 
-/// A baseline JPEG encoder: JFIF header, no other metadata, 4:2:0 chroma subsampling for colour input.
+/// A baseline JPEG encoder: JFIF header, 4:2:0 chroma subsampling for colour input, and only the metadata asked for.
 pub(super) struct Encoder {
     cinfo: Box<jpeg_compress_struct>,
     _err: Box<jpeg_error_mgr>,
@@ -73,8 +80,16 @@ pub(super) struct Encoder {
 }
 
 impl Encoder {
-    /// An encoder of `width`×`height` 8-bit grey or RGB rows; `capacity` is the output's expected size.
-    pub fn new(width: u32, height: u32, grey: bool, options: EncodeOptions, capacity: usize) -> Result<Self, Error> {
+    /// An encoder of `width`×`height` 8-bit grey or RGB rows; `capacity` is the output's expected size. `exif`: an
+    /// EXIF APP1 payload to write (`metadata::copyright_exif`); the sRGB profile if `options.output` asks for it.
+    pub fn new(
+        width: u32,
+        height: u32,
+        grey: bool,
+        options: EncodeOptions,
+        capacity: usize,
+        exif: Option<&[u8]>,
+    ) -> Result<Self, Error> {
         let mut encoder = Encoder {
             // SAFETY: zeroed structs are what jpeg_CreateCompress expects; the boxes keep the error manager and
             // the destination at fixed addresses for as long as `cinfo` points at them.
@@ -95,6 +110,7 @@ impl Encoder {
         };
         encoder.cinfo.common.err = &raw mut *encoder._err;
         let dest = &raw mut encoder.dest.manager;
+        let icc = if options.output.embed_srgb_profile { metadata::srgb_profile() } else { None };
         let cinfo = &mut *encoder.cinfo;
         guard(|| unsafe {
             ffi::jpeg_create_compress(cinfo);
@@ -114,6 +130,13 @@ impl Encoder {
             ffi::jpeg_set_quality(cinfo, c_int::from(options.quality.clamp(1, 100)), 1);
             cinfo.optimize_coding = ffi::boolean::from(options.optimize_coding);
             ffi::jpeg_start_compress(cinfo, 1);
+            // After the JFIF APP0 that jpeg_start_compress wrote: APP1 (EXIF), then APP2 (ICC), as cameras order them.
+            if let Some(exif) = exif {
+                ffi::jpeg_write_marker(cinfo, APP1, exif.as_ptr(), exif.len() as u32);
+            }
+            if let Some(icc) = icc {
+                ffi::jpeg_write_icc_profile(cinfo, icc.as_ptr(), icc.len() as u32);
+            }
         })?;
         Ok(encoder)
     }

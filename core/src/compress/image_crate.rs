@@ -10,7 +10,7 @@ use super::budget::{self, DECODER_SCRATCH, Estimate};
 use super::colour::{self, Described, Model};
 use super::encode::EncodeOptions;
 use super::sniff::declared_dimensions;
-use super::{CompressError, CompressLimits, Compressed, check_dimensions, orient, pixels};
+use super::{CompressError, CompressLimits, Compressed, check_dimensions, metadata, orient, pixels};
 
 /// The decoder of `input`, its header read and its size checked.
 fn open(
@@ -83,13 +83,19 @@ pub(super) fn compress(
     let too_large = Some((width, height, budget));
     decoder.set_limits(decode_limits).map_err(|e| from_image_error(e, too_large))?;
     let orientation = orient::of_decoder(&mut decoder, format);
+    let exif = match (options.output.keep_copyright, format) {
+        (false, _) => None,
+        // A TIFF's fields are its own first IFD, which the decoder does not hand out.
+        (true, ImageFormat::Tiff) => metadata::copyright_exif(Some(input)),
+        (true, _) => metadata::copyright_exif(decoder.exif_metadata().ok().flatten().as_deref()),
+    };
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| from_image_error(e, too_large))?;
     if let Some(conversion) = &conversion {
         conversion.convert_image(&mut image);
     }
 
     let (width, height) = orient::oriented_dimensions(image.width(), image.height(), orientation);
-    let jpeg = pixels::encode_image(&image, orientation, options, input.len() / 2)
+    let jpeg = pixels::encode_image(&image, orientation, options, input.len() / 2, exif.as_deref())
         .map_err(|e| CompressError::Encode(e.message))?;
     Ok(Compressed { jpeg, width, height, source_format: format })
 }

@@ -23,6 +23,7 @@ use image::metadata::Orientation;
 
 use super::budget::{self, Estimate};
 use super::colour::{self, Described, Model, RowColour};
+use super::metadata;
 use super::encode::{EncodeOptions, Encoder};
 use super::jpeglib::{Error, ErrorKind};
 use super::orient::{self, ROWS, oriented_dimensions, write_oriented};
@@ -94,6 +95,7 @@ fn try_compress(input: &[u8], options: EncodeOptions, limits: CompressLimits) ->
     };
     let icc_bytes = icc.as_ref().map_or(0, |p| p.as_ref().map_or(0, Vec::len)) as u64;
     let orientation = orient::from_exif(decoder.exif());
+    let exif = if options.output.keep_copyright { metadata::copyright_exif(decoder.exif()) } else { None };
     let channels: usize = if colour == Colour::Grey { 1 } else { 3 };
     let decoded = u64::from(width) * u64::from(height) * channels as u64;
     let estimate = estimate(&decoder, colour, input, icc_bytes, orientation);
@@ -104,8 +106,9 @@ fn try_compress(input: &[u8], options: EncodeOptions, limits: CompressLimits) ->
 
     let (out_width, out_height) = oriented_dimensions(width, height, orientation);
     decoder.start().map_err(failed)?;
-    let mut encoder = Encoder::new(out_width, out_height, colour == Colour::Grey, options, input.len() / 2)
-        .map_err(Failure::Encode)?;
+    let grey = colour == Colour::Grey;
+    let mut encoder =
+        Encoder::new(out_width, out_height, grey, options, input.len() / 2, exif.as_deref()).map_err(Failure::Encode)?;
     let jpeg = if orientation == Orientation::NoTransforms {
         // Row by row from the decoder into the encoder: no image-sized buffer.
         let row_bytes = decoder.row_bytes();

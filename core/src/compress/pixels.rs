@@ -15,10 +15,11 @@ pub(super) fn encode_image(
     orientation: Orientation,
     options: EncodeOptions,
     capacity: usize,
+    exif: Option<&[u8]>,
 ) -> Result<Vec<u8>, Error> {
     let (w, h) = (image.width(), image.height());
     let (out_w, out_h) = oriented_dimensions(w, h, orientation);
-    let encoder = |grey: bool| Encoder::new(out_w, out_h, grey, options, capacity);
+    let encoder = |grey: bool| Encoder::new(out_w, out_h, grey, options, capacity, exif);
     let o = orientation;
     match image {
         // 8-bit grey and RGB the right way up: the buffer is what the encoder takes.
@@ -98,6 +99,7 @@ fn over_white_f32(c: f32, a: f32) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compress::OutputOptions;
     use image::RgbImage;
 
     /// The oriented rows are `DynamicImage::apply_orientation`'s, for every orientation.
@@ -109,8 +111,8 @@ mod tests {
             let mut expected = DynamicImage::ImageRgb8(source.clone());
             expected.apply_orientation(orientation);
             let expected = expected.to_rgb8();
-            let jpeg = encode_image(&DynamicImage::ImageRgb8(source.clone()), orientation, EncodeOptions::new(100), 0)
-                .unwrap();
+            let options = EncodeOptions::new(100, OutputOptions::default());
+            let jpeg = encode_image(&DynamicImage::ImageRgb8(source.clone()), orientation, options, 0, None).unwrap();
             let back = image::load_from_memory(&jpeg).unwrap().to_rgb8();
             assert_eq!(back.dimensions(), expected.dimensions(), "orientation {exif}");
             for (x, y, p) in expected.enumerate_pixels() {

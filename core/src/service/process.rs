@@ -131,7 +131,7 @@ impl Worker<'_> {
             FetchError::Transient(m) => ImageFailure::Transient(m),
             FetchError::Permanent(m) => ImageFailure::Permanent(m),
         })?;
-        let quality = self.config.jpeg_quality;
+        let (quality, output) = (self.config.jpeg_quality, self.config.output_options());
         let limits = self.config.compress_limits();
         let plan = compress::plan(&bytes, limits).map_err(|e| permanent(&e, FailureReason::of_compress(&e)))?;
         let admitted = self
@@ -141,7 +141,7 @@ impl Worker<'_> {
             .map_err(|e| permanent(&e, FailureReason::TooLarge))?;
         drop(slot);
         // Decoding and encoding are CPU-bound: keep them off the async executor.
-        let jpeg = tokio::task::spawn_blocking(move || compress::compress(&bytes, quality, limits))
+        let jpeg = tokio::task::spawn_blocking(move || compress::compress_with(&bytes, quality, limits, output))
             .await
             .map_err(|e| {
                 ImageFailure::Transient(Failure::new(FailureReason::ProcessingFailed, format!("compression task: {e}")))

@@ -42,10 +42,21 @@ CHARTS = {
 }
 
 
-def chart_image(name):
-    patches = CHARTS[name]
+# Ink amounts (C, M, Y, K in %) of press shadows: black alone, rich blacks up to all four inks at 100 %, dark colours,
+# and a few lighter ones. Their truth is what LittleCMS shows (below): the darkest ink is sRGB's black there, because
+# it compensates the black point.
+SHADOW_INKS = [
+    (0, 0, 0, 100), (0, 0, 0, 90), (0, 0, 0, 80), (0, 0, 0, 65), (100, 100, 100, 100), (75, 68, 67, 90),
+    (60, 40, 40, 100), (50, 50, 50, 100), (30, 30, 30, 100), (100, 0, 0, 100), (0, 100, 0, 100), (0, 0, 100, 100),
+    (80, 70, 20, 60), (20, 80, 70, 60), (70, 20, 80, 60), (60, 50, 50, 40), (40, 30, 30, 20), (0, 0, 0, 40),
+    (10, 20, 40, 30), (0, 0, 0, 0),
+]
+
+
+def chart_image(name, mode="RGB", patches=None):
+    patches = patches or CHARTS[name]
     rows = (len(patches) + COLUMNS - 1) // COLUMNS
-    img = Image.new("RGB", (COLUMNS * PATCH, rows * PATCH), (128, 128, 128))
+    img = Image.new(mode, (COLUMNS * PATCH, rows * PATCH), (128, 128, 128) if mode == "RGB" else (0, 0, 0, 0))
     for i, colour in enumerate(patches):
         x, y = (i % COLUMNS) * PATCH, (i // COLUMNS) * PATCH
         img.paste(colour, (x, y, x + PATCH, y + PATCH))
@@ -300,6 +311,15 @@ def main():
     cmyk_chart = into(printable, cmyk, "CMYK", ImageCms.Intent.RELATIVE_COLORIMETRIC)
     put("cmyk-fogra39.jpg", jpeg(cmyk_chart, cmyk), "printable", "convert",
         "CMYK JPEG (Adobe APP14, inverted), FOGRA39 profile in 2 APP2 segments")
+    # Press shadows: the inks stored as they are, the truth LittleCMS's reading of them (ImageCms.profileToProfile,
+    # Pillow's perceptual intent, into its own v4 sRGB: LittleCMS then compensates the black point).
+    inks = [tuple(round(v * 255 / 100) for v in ink) for ink in SHADOW_INKS]
+    shadows = chart_image(None, "CMYK", inks)
+    shown = ImageCms.profileToProfile(shadows, ImageCms.ImageCmsProfile(io.BytesIO(cmyk)), SRGB, outputMode="RGB")
+    CHARTS["cmyk-shadows-littlecms"] = [shown.getpixel(((i % COLUMNS) * PATCH + PATCH // 2,
+                                                         (i // COLUMNS) * PATCH + PATCH // 2)) for i in range(len(inks))]
+    put("cmyk-fogra39-shadows.jpg", jpeg(shadows, cmyk), "cmyk-shadows-littlecms", "convert",
+        "CMYK JPEG of press shadows (black, rich blacks, dark colours), truth as LittleCMS shows them")
     grey_img = into(grey, grey_profile, "L")
     put("grey-gamma.jpg", jpeg(grey_img, grey_profile), "grey", "convert", "greyscale JPEG with a grey profile")
     put("grey-gamma.png", png(grey_img, grey_profile), "grey", "convert", "greyscale PNG with a grey profile")
