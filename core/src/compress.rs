@@ -11,8 +11,9 @@
 //!    produced (alpha, 16-bit, float) to the 8-bit grey or RGB rows `encode` takes: no second full-size image.
 //! 6. `encode`: libjpeg-turbo with its standard settings (baseline, standard quantisation tables scaled by the
 //!    quality, 4:2:0 chroma subsampling, JFIF header) and no other metadata (no EXIF, ICC, XMP or comment is copied
-//!    from the input) unless [`OutputOptions`] ask for an sRGB profile or the copyright and artist (`metadata`). The choices were made with `make bench-codec` (README, "Codec benchmark"); `jpeglib` holds
-//!    the error handling both libjpeg wrappers share.
+//!    from the input) unless [`OutputOptions`] ask for an sRGB profile or the copyright and artist (`metadata`).
+//!    The choices were made with `make bench-codec` (README, "Codec benchmark"); `jpeglib` holds the error
+//!    handling both libjpeg wrappers share.
 
 mod budget;
 mod colour;
@@ -87,7 +88,7 @@ pub enum CompressError {
 }
 
 /// Decodes `input` (format detected from its bytes), applies EXIF orientation, flattens transparency onto white,
-/// and encodes a baseline JPEG at `quality` (clamped to 1–100) with no metadata.
+/// and encodes a baseline JPEG at `quality` (clamped to 1–100) with no metadata ([`compress_with`] adds some).
 pub fn compress(input: &[u8], quality: u8, limits: CompressLimits) -> Result<Compressed, CompressError> {
     compress_with(input, quality, limits, OutputOptions::default())
 }

@@ -300,3 +300,31 @@ impl Config {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::OutputOptions;
+
+    /// The configuration read from `IMGPIPE_*` pairs as `from_env` reads the environment, with the required ones.
+    fn read(extra: &[(&str, &str)]) -> Config {
+        let required = [
+            ("IMGPIPE_MONGODB_URI", "mongodb://unused"),
+            ("IMGPIPE_UPLOADS_BUCKET", "uploads"),
+            ("IMGPIPE_OUTPUTS_BUCKET", "outputs"),
+            ("IMGPIPE_QUEUE_URL", "memory://images"),
+        ];
+        let vars = required.iter().chain(extra).map(|(k, v)| (k.to_string(), v.to_string()));
+        envy::prefixed("IMGPIPE_").from_iter(vars).unwrap()
+    }
+
+    /// Outputs carry nothing but pixels unless a variable asks; each variable turns on its own option only.
+    #[test]
+    fn output_options_are_off_unless_asked() {
+        assert_eq!(read(&[]).output_options(), OutputOptions { embed_srgb_profile: false, keep_copyright: false });
+        let profile = read(&[("IMGPIPE_EMBED_SRGB_PROFILE", "true")]).output_options();
+        assert_eq!(profile, OutputOptions { embed_srgb_profile: true, keep_copyright: false });
+        let copyright = read(&[("IMGPIPE_KEEP_COPYRIGHT", "true")]).output_options();
+        assert_eq!(copyright, OutputOptions { embed_srgb_profile: false, keep_copyright: true });
+    }
+}

@@ -315,7 +315,8 @@ fn an_srgb_profile_is_embedded_only_when_asked() {
         let executor = from
             .create_transform_8bit(Layout::Rgb, &ColorProfile::new_srgb(), Layout::Rgb, TransformOptions::default())
             .unwrap();
-        let probe: Vec<u8> = (0..16 * 16 * 16).flat_map(|i| [i / 256 * 17, i / 16 % 16 * 17, i % 16 * 17]).map(|v| v as u8).collect();
+        let probe: Vec<u8> =
+            (0..16 * 16 * 16).flat_map(|i| [i / 256 * 17, i / 16 % 16 * 17, i % 16 * 17]).map(|v| v as u8).collect();
         let mut out = vec![0; probe.len()];
         executor.transform(&probe, &mut out).unwrap();
         probe.iter().zip(&out).map(|(a, b)| a.abs_diff(*b)).max().unwrap()

@@ -163,13 +163,17 @@ pub(super) fn to_srgb(described: Described<'_>, model: Model) -> Option<ToSrgb> 
     let prefer_fixed_point = model != Model::Cmyk;
     let options = TransformOptions { rendering_intent, prefer_fixed_point, ..Default::default() };
     let mut conversion = ToSrgb { source, model, options, black: 0.0 };
-    // moxcms is safe Rust, but a panic on a crafted profile must not take the worker down.
-    let prepared = catch_unwind(AssertUnwindSafe(|| {
+    // moxcms is safe Rust, but a panic on a crafted profile must not take the worker down. The black point is only
+    // looked for once the profile is known not to be sRGB (whose black is black).
+    let prepared = catch_unwind(AssertUnwindSafe(|| -> Result<bool, String> {
+        if conversion.is_identity()? {
+            return Ok(true);
+        }
         conversion.black = black_point::detect(&conversion.source, model, options).unwrap_or_else(|reason| {
             tracing::warn!(%reason, "no black point found; converting without black point compensation");
             0.0
         });
-        conversion.is_identity()
+        Ok(false)
     }));
     match prepared {
         Ok(Ok(true)) => None,

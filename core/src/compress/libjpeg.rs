@@ -23,9 +23,9 @@ use image::metadata::Orientation;
 
 use super::budget::{self, Estimate};
 use super::colour::{self, Described, Model, RowColour};
-use super::metadata;
 use super::encode::{EncodeOptions, Encoder};
 use super::jpeglib::{Error, ErrorKind};
+use super::metadata;
 use super::orient::{self, ROWS, oriented_dimensions, write_oriented};
 use super::{CompressError, CompressLimits, Compressed, check_dimensions};
 use decoder::{Colour, Decoder};
@@ -107,8 +107,8 @@ fn try_compress(input: &[u8], options: EncodeOptions, limits: CompressLimits) ->
     let (out_width, out_height) = oriented_dimensions(width, height, orientation);
     decoder.start().map_err(failed)?;
     let grey = colour == Colour::Grey;
-    let mut encoder =
-        Encoder::new(out_width, out_height, grey, options, input.len() / 2, exif.as_deref()).map_err(Failure::Encode)?;
+    let mut encoder = Encoder::new(out_width, out_height, grey, options, input.len() / 2, exif.as_deref())
+        .map_err(Failure::Encode)?;
     let jpeg = if orientation == Orientation::NoTransforms {
         // Row by row from the decoder into the encoder: no image-sized buffer.
         let row_bytes = decoder.row_bytes();

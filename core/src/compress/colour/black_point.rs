@@ -97,7 +97,8 @@ mod tests {
     /// grey profiles have a black black.
     #[test]
     fn black_points() {
-        let cmyk = detect(&profile("CMYK-FOGRA39L-argyll.icc"), Model::Cmyk, options(moxcms::RenderingIntent::Perceptual));
+        let cmyk =
+            detect(&profile("CMYK-FOGRA39L-argyll.icc"), Model::Cmyk, options(moxcms::RenderingIntent::Perceptual));
         let l = 116.0 * cmyk.unwrap().cbrt() - 16.0;
         assert!((l - 9.8).abs() < 0.2, "L* {l}");
         let relative = options(moxcms::RenderingIntent::RelativeColorimetric);
