@@ -92,7 +92,9 @@ from samcli.commands.local.lib.local_lambda import LocalLambdaRunner
 errors = []
 source = open("core/src/config.rs").read()
 body = re.search(r"pub struct Config \{(.*?)\n\}", source, re.S).group(1)
-fields = {"IMGPIPE_" + name.upper() for name in re.findall(r"^\s*pub (\w+):", body, re.M)}
+# Fields after `#[serde(skip)]` are not read from IMGPIPE_* variables (e.g. Lambda's own memory size).
+skipped = set(re.findall(r"#\[serde\(skip\)\]\s*(?:///[^\n]*\n\s*)*pub (\w+):", body))
+fields = {"IMGPIPE_" + name.upper() for name in re.findall(r"^\s*pub (\w+):", body, re.M) if name not in skipped}
 template = open("template.yaml").read()
 set_in_template = set(re.findall(r"^\s+(IMGPIPE_[A-Z0-9_]+):", template, re.M))
 for name in sorted(set_in_template - fields):

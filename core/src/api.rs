@@ -12,6 +12,8 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
         Error::InvalidCsv(_) => (StatusCode::BAD_REQUEST, "invalid_csv"),
         Error::InvalidRequestId(_) => (StatusCode::BAD_REQUEST, "invalid_request_id"),
         Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        Error::Disabled(_) => (StatusCode::NOT_FOUND, "disabled"),
         Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         Error::NoRoute(_) => (StatusCode::NOT_FOUND, "no_route"),
         Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -19,6 +21,7 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str) {
         Error::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         Error::NotReady(_) => (StatusCode::CONFLICT, "not_ready"),
         Error::IdempotencyMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+        Error::QuotaExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
         Error::Storage(_) | Error::Queue(_) | Error::Database(_) | Error::Upstream(_) | Error::Injected(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         }
@@ -60,6 +63,11 @@ pub fn error_response(e: &Error) -> http::Response<String> {
         tracing::info!(error = %e, status = status.as_u16(), "request rejected");
     }
     let mut response = json_response(status, &body);
+    if let Error::QuotaExceeded { retry_after_secs, limit, .. } = e {
+        let headers = response.headers_mut();
+        headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(*retry_after_secs));
+        headers.insert("imgpipe-quota", http::HeaderValue::from_static(limit));
+    }
     if let Error::MethodNotAllowed(allowed) = e {
         response.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
     }

@@ -12,7 +12,7 @@ use crate::fault::Faults;
 use crate::fetch::Fetcher;
 use crate::ports::{
     BlobStore, Clock, DeliveryQueue, JobQueue, ProgressStore, ReportStore, RequestStore, RowStore, SweepStore,
-    SystemClock, WebhookLog,
+    SystemClock, TenantStore, WebhookLog,
 };
 use crate::service::deliver::Deliverer;
 use crate::service::finalise::Finaliser;
@@ -32,6 +32,7 @@ pub struct App {
     pub progress: Arc<dyn ProgressStore>,
     pub webhooks: Arc<dyn WebhookLog>,
     pub reports: Arc<dyn ReportStore>,
+    pub tenants: Arc<dyn TenantStore>,
     pub sweep: Arc<dyn SweepStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub jobs: Arc<dyn JobQueue>,
@@ -46,11 +47,14 @@ pub struct App {
 
 /// Every document port on one store.
 pub trait DocumentStore:
-    RequestStore + RowStore + ProgressStore + WebhookLog + ReportStore + SweepStore + 'static
+    RequestStore + RowStore + ProgressStore + WebhookLog + ReportStore + TenantStore + SweepStore + 'static
 {
 }
 
-impl<T: RequestStore + RowStore + ProgressStore + WebhookLog + ReportStore + SweepStore + 'static> DocumentStore for T {}
+impl<T: RequestStore + RowStore + ProgressStore + WebhookLog + ReportStore + TenantStore + SweepStore + 'static>
+    DocumentStore for T
+{
+}
 
 impl App {
     /// Builds the AWS, MongoDB and HTTP clients. No network call is made here: connections open lazily.
@@ -95,6 +99,7 @@ impl App {
             progress: store.clone(),
             webhooks: store.clone(),
             reports: store.clone(),
+            tenants: store.clone(),
             sweep: store,
             blobs,
             jobs,
@@ -115,6 +120,7 @@ impl App {
         self.progress = store.clone();
         self.webhooks = store.clone();
         self.reports = store.clone();
+        self.tenants = store.clone();
         self.sweep = store;
     }
 
@@ -127,6 +133,7 @@ impl App {
             requests: &*self.requests,
             rows: &*self.rows,
             progress: &*self.progress,
+            tenants: &*self.tenants,
             blobs: &*self.blobs,
             jobs: &*self.jobs,
             fetcher: &self.fetcher,

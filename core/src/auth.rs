@@ -164,6 +164,8 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/status/{requestId}", scopes: READ },
     Route { method: "GET", path: "/requests/{requestId}/output.csv", scopes: READ },
     Route { method: "GET", path: "/stats", scopes: READ },
+    // Read scope: the receiver that verifies deliveries is typically a read-only client.
+    Route { method: "GET", path: "/webhook-key", scopes: READ },
 ];
 
 /// Whether `path` ends with the segments of `template` (`{name}` matches one non-empty segment), so that a stage

@@ -85,6 +85,15 @@ fn default_max_row_bytes() -> usize {
 fn default_enqueue_concurrency() -> usize {
     32
 }
+fn default_max_images_per_request() -> i64 {
+    100_000
+}
+fn default_max_open_requests() -> i64 {
+    100
+}
+fn default_max_queued_images() -> i64 {
+    1_000_000
+}
 fn default_progress_shards() -> u32 {
     16
 }
@@ -255,6 +264,16 @@ pub struct Config {
     /// write per image; a request gets `min(this, images)` of them.
     #[serde(default = "default_progress_shards")]
     pub progress_shards: u32,
+    /// Tenant quotas, defaults (a tenant's overrides in `Tenants`, set with `imgpipe-admin tenant set`, win):
+    /// most images in one request,
+    #[serde(default = "default_max_images_per_request")]
+    pub max_images_per_request: i64,
+    /// most requests not final at once,
+    #[serde(default = "default_max_open_requests")]
+    pub max_open_requests: i64,
+    /// most images in the tenant's requests that are not final.
+    #[serde(default = "default_max_queued_images")]
+    pub max_queued_images: i64,
     /// The access-token claim that names the caller's tenant (`crate::auth::TenantId`). The default, `client_id`,
     /// is what Cognito's client-credentials tokens carry: one app client per tenant.
     #[serde(default = "default_tenant_claim")]

@@ -38,12 +38,18 @@ pub fn write_csv_with(rows: &[Row], mut urls: impl FnMut(&Row) -> Vec<String>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ImageResult, ImageSlot, ImageState, RequestId, Timestamp};
+    use crate::domain::{ImageResult, ImageSlot, ImageState, RequestId, RequestKey, Timestamp};
     use crate::failure::FailureReason;
 
     fn row() -> Row {
         let inputs = vec!["http://i/1.jpg".into(), "http://i/2.jpg".into(), "http://i/3.jpg".into()];
-        let mut row = Row::new(RequestId::new(), 1, "=HYPERLINK(\"x\"), \"quoted\"".into(), inputs, Timestamp::now());
+        let mut row = Row::new(
+            &RequestKey::new(&crate::domain::TenantId::parse("acme").unwrap(), &RequestId::new()),
+            1,
+            "=HYPERLINK(\"x\"), \"quoted\"".into(),
+            inputs,
+            Timestamp::now(),
+        );
         let ok = |url: &str| ImageSlot {
             state: ImageState::Succeeded,
             output_url: Some(url.into()),

@@ -12,6 +12,12 @@ pub enum Error {
     InvalidRequestId(#[from] InvalidRequestId),
     #[error("{0}")]
     BadRequest(String),
+    /// The caller is authenticated but may not do this (e.g. name another tenant without `imgpipe/admin`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The route exists but this deployment has the feature off (e.g. webhooks without a secret).
+    #[error("{0}")]
+    Disabled(String),
     #[error("request {0} was not found")]
     NotFound(RequestId),
     #[error("no route for {0}")]
@@ -43,6 +49,9 @@ pub enum Error {
     /// A fault armed by a test ([`crate::fault::Faults`]) fired: the function "dies" here.
     #[error("injected fault at {0}")]
     Injected(&'static str),
+    /// A tenant's quota (`limit`, e.g. `max-open-requests`) would be exceeded: nothing was written.
+    #[error("{message}")]
+    QuotaExceeded { limit: &'static str, message: String, retry_after_secs: u64 },
     /// A stored document does not have the shape this code writes.
     #[error("corrupt data: {0}")]
     Corrupt(String),

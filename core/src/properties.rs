@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use crate::csv_input::{CsvLimits, MAX_LISTED_ERRORS, parse_csv};
 use crate::csv_output::write_csv;
-use crate::domain::{ImageState, ImageUrl, RequestId, Row, Timestamp};
+use crate::domain::{ImageState, ImageUrl, RequestId, RequestKey, Row, Timestamp};
 use crate::net_guard::{Policy, classify, literal_ip};
 
 const LIMITS: CsvLimits = CsvLimits {
@@ -131,7 +131,7 @@ proptest! {
             .iter()
             .map(|r| {
                 let urls = r.input_image_urls.iter().map(|u| u.as_str().to_string()).collect();
-                let mut row = Row::new(RequestId::new(), r.serial_number, r.product_name.clone(), urls, Timestamp::now());
+                let mut row = Row::new(&RequestKey::new(&crate::domain::TenantId::parse("acme").unwrap(), &RequestId::new()), r.serial_number, r.product_name.clone(), urls, Timestamp::now());
                 row.images.iter_mut().for_each(|s| s.state = ImageState::Failed);
                 (row.settled_images, row.failed_images) = (row.total_images(), row.total_images());
                 row

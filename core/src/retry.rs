@@ -25,15 +25,18 @@ pub fn disposition(e: &Error) -> Disposition {
         | Error::NotFound(_)
         | Error::Corrupt(_)
         | Error::Config(_)
+        | Error::Disabled(_)
         | Error::Startup(_) => Disposition::Retry,
         Error::InvalidCsv(_)
         | Error::InvalidRequestId(_)
         | Error::BadRequest(_)
+        | Error::Forbidden(_)
         | Error::NoRoute(_)
         | Error::MethodNotAllowed(_)
         | Error::PayloadTooLarge(_)
         | Error::UnsupportedMediaType(_)
         | Error::IdempotencyMismatch(_)
+        | Error::QuotaExceeded { .. }
         | Error::NotReady(_) => Disposition::Drop,
     }
 }

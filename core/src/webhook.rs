@@ -31,6 +31,42 @@ fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> HmacSha256 {
     mac
 }
 
+/// The webhook key of `tenant`: HMAC-SHA256(master secret, tenant) in hex. Each tenant's deliveries are signed
+/// with its own key (the hex string's bytes are the HMAC key), so one tenant's key verifies nothing of another's,
+/// and none is stored anywhere: a database dump reveals none of them. `GET /webhook-key` shows a tenant its own.
+pub fn tenant_key(master: &[u8], tenant: &crate::auth::TenantId) -> String {
+    let mut mac = HmacSha256::new_from_slice(master).expect("HMAC takes keys of any length");
+    mac.update(tenant.as_str().as_bytes());
+    hex(&mac.finalize().into_bytes())
+}
+
+/// What `GET /webhook-key` answers: the caller's tenant, its key and how deliveries are signed with it.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView {
+    pub tenant: crate::auth::TenantId,
+    /// The HMAC-SHA256 key: the bytes of this hex string.
+    pub key: String,
+    pub algorithm: &'static str,
+    pub signature_header: &'static str,
+    /// How far a delivery's timestamp may be from the receiver's clock before it should be refused (replays).
+    pub tolerance_secs: u64,
+}
+
+/// The webhook key of `tenant` under this deployment's master secret, or [`Error::Disabled`] without one.
+pub fn key_view(config: &crate::Config, tenant: &crate::auth::TenantId) -> crate::Result<KeyView> {
+    let master = config.webhook_secret.as_ref().ok_or_else(|| {
+        crate::Error::Disabled("webhooks are disabled here (IMGPIPE_WEBHOOK_SECRET is not set)".into())
+    })?;
+    Ok(KeyView {
+        tenant: tenant.clone(),
+        key: tenant_key(master.expose().as_bytes(), tenant),
+        algorithm: "HMAC-SHA256",
+        signature_header: SIGNATURE,
+        tolerance_secs: DEFAULT_TOLERANCE.as_secs(),
+    })
+}
+
 /// The signature header value for `body` sent at `timestamp` (unix seconds).
 pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("t={timestamp},v1={}", hex(&mac(secret, timestamp, body).finalize().into_bytes()))
@@ -88,5 +124,22 @@ mod tests {
         assert!(!verify(b"s3cret", &header, b"{}", T + tolerance + 1, DEFAULT_TOLERANCE));
         assert!(!verify(b"s3cret", &header, b"{}", T - tolerance - 1, DEFAULT_TOLERANCE));
         assert!(!verify(b"s3cret", &header, b"{}", T + 86_400, DEFAULT_TOLERANCE));
+    }
+
+    #[test]
+    fn each_tenant_has_its_own_key() {
+        let a = crate::auth::TenantId::parse("tenant-a").unwrap();
+        let b = crate::auth::TenantId::parse("tenant-b").unwrap();
+        let (ka, kb) = (tenant_key(b"master", &a), tenant_key(b"master", &b));
+        assert_eq!(ka.len(), 64);
+        assert_ne!(ka, kb);
+        assert_eq!(ka, tenant_key(b"master", &a), "derived, not random");
+        assert_ne!(ka, tenant_key(b"other master", &a));
+        let header = signature(ka.as_bytes(), T, b"{}");
+        assert!(verify(ka.as_bytes(), &header, b"{}", T, DEFAULT_TOLERANCE));
+        assert!(
+            !verify(kb.as_bytes(), &header, b"{}", T, DEFAULT_TOLERANCE),
+            "A's webhook does not verify with B's key"
+        );
     }
 }

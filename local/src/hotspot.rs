@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use imgpipe_core::adapters::mongo::{MongoStore, migrate};
 use imgpipe_core::adapters::{aws_config, sqs::sqs_client};
-use imgpipe_core::domain::{ImageJob, ImageResult, RequestId, RequestStatus};
+use imgpipe_core::domain::{ImageJob, ImageResult, RequestId, RequestKey, RequestStatus};
 use imgpipe_core::{App, Config};
 use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
@@ -94,6 +94,8 @@ async fn run_one(
     let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
     config.mongodb_database = format!("bench_hotspot_{run}");
     config.queue_url = format!("{}-hotspot-{run}", config.queue_url);
+    // No webhooks here; and the shared webhook queue may exist with the local runner's attributes.
+    config.webhook_queue_url = None;
     config.progress_shards = shards;
     let per_row = 3;
     let rows = images.div_ceil(per_row);
@@ -180,7 +182,8 @@ async fn run_one(
     let seconds = started.elapsed().as_secs_f64();
 
     // Nothing lost, nothing counted twice.
-    let request = app.requests.get_request(&id).await?.ok_or("request vanished")?;
+    let request =
+        app.requests.get_request(&RequestKey::new(&crate::bench_tenant(), &id)).await?.ok_or("request vanished")?;
     if request.status != RequestStatus::Completed || request.succeeded_images != images as i64 {
         return Err(format!(
             "request ended {:?} with {} of {images} images succeeded",

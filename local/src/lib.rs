@@ -38,7 +38,9 @@ pub async fn invoke_api(app: &App, req: lambda_http::Request) -> http::Response<
     let path = req.uri().path().trim_end_matches('/').to_string();
     if path.ends_with("/uploads") || path.ends_with("/uploads/presign") {
         imgpipe_upload::handle(app, req).await
-    } else if path.starts_with("/requests/") || path.starts_with("/status/") || path == "/requests" || path == "/stats"
+    } else if path.starts_with("/requests/")
+        || path.starts_with("/status/")
+        || ["/requests", "/stats", "/webhook-key"].contains(&path.as_str())
     {
         imgpipe_status::handle(app, req).await
     } else {
@@ -47,6 +49,11 @@ pub async fn invoke_api(app: &App, req: lambda_http::Request) -> http::Response<
 }
 
 /// A `POST /uploads` of `csv` by the benchmarks' tenant (`bench`, upload scope), as API Gateway passes it on.
+/// The tenant benchmarks upload as.
+pub fn bench_tenant() -> imgpipe_core::auth::TenantId {
+    imgpipe_core::auth::TenantId::parse("bench").expect("a valid tenant id")
+}
+
 pub fn bench_upload(config: &Config, csv: String) -> lambda_http::Request {
     let request = http::Request::builder()
         .method("POST")
@@ -54,8 +61,7 @@ pub fn bench_upload(config: &Config, csv: String) -> lambda_http::Request {
         .header("content-type", "text/csv")
         .body(lambda_http::Body::from(csv))
         .expect("static request parts are valid");
-    let tenant = imgpipe_core::auth::TenantId::parse("bench").expect("a valid tenant id");
-    imgpipe_identity::as_caller(request, &config.tenant_claim, &tenant, &[imgpipe_core::auth::Scope::Upload])
+    imgpipe_identity::as_caller(request, &config.tenant_claim, &bench_tenant(), &[imgpipe_core::auth::Scope::Upload])
 }
 
 /// The size API Gateway limits: the request line and the headers.

@@ -28,6 +28,36 @@ fn required_env(name: &str) -> String {
 
 /// The tenant the tests act as, unless a test says otherwise.
 pub const TEST_TENANT: &str = "tests";
+/// [`TEST_TENANT`] as a tenant id.
+pub fn test_tenant() -> TenantId {
+    TenantId::parse(TEST_TENANT).unwrap()
+}
+
+/// Request `id` of [`TEST_TENANT`], as the ports take it.
+pub fn test_key(id: &imgpipe_core::domain::RequestId) -> imgpipe_core::domain::RequestKey {
+    imgpipe_core::domain::RequestKey::new(&test_tenant(), id)
+}
+
+/// The job of one image of request `id` of [`TEST_TENANT`], as the upload sends it.
+pub fn test_job(
+    id: &imgpipe_core::domain::RequestId,
+    serial_number: i64,
+    index: u32,
+    url: imgpipe_core::domain::ImageUrl,
+    shard: u32,
+) -> imgpipe_core::domain::ImageJob {
+    imgpipe_core::domain::ImageJob {
+        schema: imgpipe_core::domain::ImageJob::SCHEMA,
+        tenant: test_tenant(),
+        request_id: id.clone(),
+        serial_number,
+        index,
+        url,
+        shard,
+        also: Vec::new(),
+    }
+}
+
 /// The scopes the harness's requests carry: everything but admin.
 pub const TEST_SCOPES: &[Scope] = &[Scope::Upload, Scope::Read];
 
@@ -54,11 +84,33 @@ pub fn authorization() -> String {
     format!("Bearer {}", token())
 }
 
+/// Who a direct handler call comes from: the tenant and scopes of the token API Gateway validated.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: TenantId,
+    pub scopes: Vec<Scope>,
+}
+
+impl Caller {
+    pub fn new(tenant: &str, scopes: &[Scope]) -> Self {
+        Self { tenant: TenantId::parse(tenant).unwrap(), scopes: scopes.to_vec() }
+    }
+
+    /// [`TEST_TENANT`] with [`TEST_SCOPES`].
+    pub fn test() -> Self {
+        Self::new(TEST_TENANT, TEST_SCOPES)
+    }
+
+    /// `req` with this caller's authorizer context.
+    pub fn authorize(&self, app: &App, req: lambda_http::Request) -> lambda_http::Request {
+        imgpipe_identity::as_caller(req, &app.config.tenant_claim, &self.tenant, &self.scopes)
+    }
+}
+
 /// `req` with the authorizer context API Gateway passes on for [`TEST_TENANT`] with [`TEST_SCOPES`]: for direct
 /// handler calls.
 pub fn authorized(app: &App, req: lambda_http::Request) -> lambda_http::Request {
-    let tenant = TenantId::parse(TEST_TENANT).unwrap();
-    imgpipe_identity::as_caller(req, &app.config.tenant_claim, &tenant, TEST_SCOPES)
+    Caller::test().authorize(app, req)
 }
 
 /// The local runner (`serve_api` and `run_worker`, what `make local` runs) on 127.0.0.1:<free port>, serving a
@@ -201,6 +253,10 @@ impl Stack {
         let puts = Arc::new(Mutex::new(HashMap::new()));
         app.blobs = Arc::new(CountingBlobs { inner: app.blobs.clone(), puts: puts.clone() });
         imgpipe_core::adapters::mongo::migrate(&db).await.expect("indexes");
+        // The test tenant is provisioned, as an operator's `imgpipe-admin tenant add` would (its dropped files
+        // are ingested); other tenants are registered by their first upload.
+        let now = imgpipe_core::domain::Timestamp::now();
+        app.tenants.register_tenant(&test_tenant(), now).await.expect("register the test tenant");
         Self { app, sqs, s3, db, puts }
     }
 
@@ -240,14 +296,29 @@ impl Stack {
             .header("content-type", content_type)
             .body(Body::from(body.into()))
             .unwrap();
-        json_of(imgpipe_upload::handle(&self.app, authorized(&self.app, req)).await)
+        json_of(self.call_upload(&Caller::test(), req).await)
+    }
+
+    /// Sends `req` to the upload handler as `caller`.
+    pub async fn call_upload(&self, caller: &Caller, req: http::Request<Body>) -> http::Response<Body> {
+        imgpipe_upload::handle(&self.app, caller.authorize(&self.app, req)).await
     }
 
     /// GETs a path from the status handler.
     pub async fn get(&self, path_and_query: &str) -> (u16, Vec<u8>) {
-        let req = http::Request::builder().method("GET").uri(path_and_query).body(Body::Empty).unwrap();
-        let resp = imgpipe_status::handle(&self.app, authorized(&self.app, req)).await;
+        self.get_as(&Caller::test(), path_and_query).await
+    }
+
+    /// GETs a path from the status handler as `caller`.
+    pub async fn get_as(&self, caller: &Caller, path_and_query: &str) -> (u16, Vec<u8>) {
+        let resp = self.get_response(caller, path_and_query).await;
         (resp.status().as_u16(), resp.body().to_vec())
+    }
+
+    /// The status handler's whole answer (status, headers, body) to a GET of `path_and_query` by `caller`.
+    pub async fn get_response(&self, caller: &Caller, path_and_query: &str) -> http::Response<Body> {
+        let req = http::Request::builder().method("GET").uri(path_and_query).body(Body::Empty).unwrap();
+        imgpipe_status::handle(&self.app, caller.authorize(&self.app, req)).await
     }
 
     pub async fn status(&self, id: &str) -> (u16, serde_json::Value) {

@@ -65,7 +65,7 @@ async fn multipart_upload_with_a_file_field_is_accepted() {
     assert_eq!(code, 202, "{resp}");
     assert_eq!((resp["totalProducts"].as_u64(), resp["totalImages"].as_u64()), (Some(1), Some(1)));
     let id = request_id(&resp);
-    let stored = stack.object(&stack.app.config.uploads_bucket, &format!("uploads/{id}.csv")).await;
+    let stored = stack.object(&stack.app.config.uploads_bucket, &format!("uploads/tests/{id}.csv")).await;
     assert_eq!(stored.as_deref(), Some(csv.as_bytes()), "the file field, not the whole form, is stored");
 
     let (code, resp) =
@@ -222,7 +222,7 @@ async fn with_a_public_base_url_output_urls_are_under_it_and_not_presigned() {
     let (_, body) = stack.upload("text/csv", format!("S. No.,Product Name,Input Image Urls\n1,A,{a}\n")).await;
     let id = request_id(&body);
     stack.drain(std::time::Duration::from_secs(30)).await;
-    let expected = format!("https://cdn.example.com/imgs/outputs/{id}/1-0.jpg");
+    let expected = format!("https://cdn.example.com/imgs/outputs/tests/{id}/1-0.jpg");
     let (_, status) = stack.status(id.as_str()).await;
     assert_eq!(status["rows"][0]["outputImageUrls"][0], expected.as_str());
     let (code, csv) = stack.get(&format!("/requests/{id}/output.csv")).await;

@@ -797,7 +797,8 @@ async fn formula_cells_are_escaped_in_the_output_csv_and_kept_as_they_are_by_the
 
     let (code, content_type, served) = api.get(&format!("/requests/{id}/output.csv")).await;
     assert_eq!((code, content_type.as_str()), (200, "text/csv; charset=utf-8"));
-    let saved = stack.object(&stack.app.config.outputs_bucket, &format!("outputs/{id}/output.csv")).await.unwrap();
+    let saved =
+        stack.object(&stack.app.config.outputs_bucket, &format!("outputs/tests/{id}/output.csv")).await.unwrap();
     for (which, bytes) in [("served", &served), ("stored", &saved)] {
         let records = csv_records(bytes);
         assert_eq!(records.len(), n + 1, "{which}");
@@ -817,7 +818,7 @@ async fn formula_cells_are_escaped_in_the_output_csv_and_kept_as_they_are_by_the
         assert_eq!(names_out, expected, "{which}");
         assert!(records[1..].iter().all(|r| r[4].is_empty() && !r[3].is_empty()), "{which}");
     }
-    assert_eq!(stack.puts_of(&format!("outputs/{id}/output.csv")), 1);
+    assert_eq!(stack.puts_of(&format!("outputs/tests/{id}/output.csv")), 1);
     assert_eq!(server.hits(), n, "each image fetched once");
 }
 
@@ -916,7 +917,11 @@ async fn image_urls_that_are_not_images_fail_only_themselves_each_with_its_reaso
     // Written exactly once: two images and the output CSV; nothing left queued or dead-lettered.
     let mut keys = stack.keys(&stack.app.config.outputs_bucket, "").await;
     keys.sort();
-    let want = [format!("outputs/{id}/1-0.jpg"), format!("outputs/{id}/3-3.jpg"), format!("outputs/{id}/output.csv")];
+    let want = [
+        format!("outputs/tests/{id}/1-0.jpg"),
+        format!("outputs/tests/{id}/3-3.jpg"),
+        format!("outputs/tests/{id}/output.csv"),
+    ];
     assert_eq!(keys, want);
     assert!(want.iter().all(|k| stack.puts_of(k) == 1), "{want:?}");
     let rows = rows_of(&stack, &id).await;
@@ -1001,7 +1006,7 @@ async fn stalled_and_failing_image_servers_are_retried_dead_lettered_and_lose_no
     keys.sort();
     let want: Vec<String> = ["1-0.jpg", "1-1.jpg", "2-0.jpg", "2-1.jpg", "output.csv"]
         .iter()
-        .map(|k| format!("outputs/{id}/{k}"))
+        .map(|k| format!("outputs/tests/{id}/{k}"))
         .collect();
     assert_eq!(keys, want);
     assert!(want.iter().all(|k| stack.puts_of(k) == 1), "each object written once");

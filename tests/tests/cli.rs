@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use imgpipe_core::auth::{Scope, TenantId};
 use imgpipe_core::bson::doc;
 use imgpipe_core::domain::{RequestId, presigned_upload_key};
-use imgpipe_tests::{ImageServer, Runner, Stack, jpeg, photo, png, s3_event};
+use imgpipe_tests::{ImageServer, Runner, Stack, jpeg, photo, png, s3_event, test_key};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 /// How long one CLI run may take before the test fails (and the process is killed).
@@ -185,7 +185,7 @@ async fn submit_wait_download_and_status_of_a_completed_request() {
     assert_eq!(rows[1][..3], ["2", "Shoe", c.as_str()]);
     let outputs: Vec<&str> = rows.iter().flat_map(|r| r[3].split(',')).collect();
     assert_eq!(outputs.len(), 3);
-    assert!(outputs.iter().all(|u| u.contains(&format!("outputs/{id}/"))), "{outputs:?}");
+    assert!(outputs.iter().all(|u| u.contains(&format!("outputs/tests/{id}/"))), "{outputs:?}");
     assert!(rows.iter().all(|r| r[4].is_empty()), "{rows:?}");
     let first = reqwest::get(outputs[0]).await.unwrap();
     assert_eq!(first.status(), 200);
@@ -429,7 +429,7 @@ async fn presign_over_sends_the_file_through_a_presigned_put_and_waits_for_its_i
     let (_, rows) = csv_rows(&scratch.0.join(format!("{id}.csv")));
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0][..3], ["1", "Mug", a.as_str()]);
-    assert!(rows[0][3].contains(&format!("outputs/{id}/1-0.jpg")), "{rows:?}");
+    assert!(rows[0][3].contains(&format!("outputs/tests/{id}/1-0.jpg")), "{rows:?}");
 
     // A presigned file rejected at ingestion: the request is failed, its row errors are printed, exit 1.
     let bad = "S. No.,Product Name,Input Image Urls\n1,Mug,https://img.example/1.jpg\n1,Cup,nope\n";
@@ -475,7 +475,7 @@ async fn presigned_submit(
         .unwrap();
     let id = RequestId::parse(first.trim()).unwrap_or_else(|_| panic!("the first line is the request id: {first}"));
 
-    let key = presigned_upload_key(&id);
+    let key = presigned_upload_key(&test_key(&id));
     let bucket = stack.app.config.uploads_bucket.clone();
     let start = Instant::now();
     let etag = loop {

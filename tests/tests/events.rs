@@ -1,8 +1,8 @@
 //! Every file in `events/` goes through the handler its trigger invokes on AWS, against the local stack, so the
 //! events used with `cargo lambda invoke` and `sam local invoke` cannot rot.
 //!
-//! The files chain: `upload-s3-put.json` ingests `events/s3-objects/incoming/Spring catalogue (v2).csv` as the
-//! request `REQUEST_ID` (derived from bucket, key and ETag, as on AWS), `worker-sqs-batch.json` carries that
+//! The files chain: `upload-s3-put.json` ingests `events/s3-objects/incoming/{FILE_TENANT}/Spring catalogue (v2).csv`
+//! as the request `REQUEST_ID` of that tenant (derived from tenant, bucket, key and ETag, as on AWS), `worker-sqs-batch.json` carries that
 //! request's two image jobs, and the `status-*` events read it. Only the bucket names and the image server's port
 //! are rewritten to this test's; the request id is recomputed from the rewritten bucket.
 //!
@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use aws_lambda_events::event::sqs::SqsEvent;
+use imgpipe_core::auth::TenantId;
 use imgpipe_core::domain::dropped_request_id;
 use imgpipe_tests::{ImageServer, Stack, jpeg, photo};
 use lambda_http::request::LambdaRequest;
@@ -34,7 +35,10 @@ const EVENTS: &[&str] = &[
 const DATA_DIRS: &[&str] = &["s3-objects"];
 
 /// The request the S3 event creates in the bucket its file names; the SQS and status events refer to it.
-const REQUEST_ID: &str = "28d3251f-4484-52a6-9ced-15d4951e29fa";
+const REQUEST_ID: &str = "bc90c9b8-50d0-56db-b4cc-2779b1017894";
+/// The tenant of the files: the `client_id` claim of the API events' authorizer context, and the S3 key's prefix
+/// (`incoming/{tenant}/`). The API uploads run first and register it, as a tenant's first upload does on AWS.
+const FILE_TENANT: &str = "1example23456789abcdefghij";
 /// Bucket and image host:port written in the files (the local stack's defaults and the demo's image server).
 const FILE_BUCKET: &str = "imgpipe-uploads";
 const FILE_IMAGE_HOST: &str = "127.0.0.1:8089";
@@ -127,9 +131,10 @@ async fn every_event_file_runs_through_its_handler() {
     let files =
         Rewrite { bucket: FILE_BUCKET.into(), image_host: FILE_IMAGE_HOST.into(), request_id: REQUEST_ID.into() };
     let (file_bucket, key, etag) = s3_object(&files.load("upload-s3-put.json"));
+    let tenant = TenantId::parse(FILE_TENANT).unwrap();
     assert_eq!(file_bucket, FILE_BUCKET);
     assert_eq!(
-        dropped_request_id(FILE_BUCKET, &key, &etag).as_str(),
+        dropped_request_id(&tenant, FILE_BUCKET, &key, &etag).as_str(),
         REQUEST_ID,
         "the SQS and status events must refer to the request upload-s3-put.json creates"
     );
@@ -143,7 +148,7 @@ async fn every_event_file_runs_through_its_handler() {
         .replace(FILE_IMAGE_HOST, &image_host);
     let put = stack.s3.put_object().bucket(&bucket).key(&key).body(csv.into_bytes().into()).send().await;
     let etag = put.expect("PutObject").e_tag().unwrap_or_default().trim_matches('"').to_string();
-    let request_id = dropped_request_id(&bucket, &key, &etag).to_string();
+    let request_id = dropped_request_id(&tenant, &bucket, &key, &etag).to_string();
     let rewrite = Rewrite { bucket: bucket.clone(), image_host, request_id: request_id.clone() };
 
     // Before the request exists its status is a 404 in the single error shape.
@@ -176,12 +181,17 @@ async fn every_event_file_runs_through_its_handler() {
                 let mut event = event;
                 let (event_bucket, event_key, _) = s3_object(&event);
                 assert_eq!((event_bucket.as_str(), event_key.as_str()), (bucket.as_str(), key.as_str()));
-                assert_eq!(key, "incoming/Spring catalogue (v2).csv", "the key is URL-encoded in the event");
+                assert_eq!(
+                    key,
+                    format!("incoming/{FILE_TENANT}/Spring catalogue (v2).csv"),
+                    "the key is URL-encoded in the event"
+                );
                 event["Records"][0]["s3"]["object"]["eTag"] = etag.clone().into();
                 let out = invoke_upload(&stack, name, event).await;
                 assert_eq!(out["ingested"], 1, "{name}: {out}");
-                let (code, status) = stack.status(&request_id).await;
-                assert_eq!((code, status["counts"]["images"].as_u64()), (200, Some(2)), "{name}: {status}");
+                let stored = stack.stored_request(request_id.as_str()).await;
+                assert_eq!(stored.get_str("tenantId").unwrap(), FILE_TENANT, "{name}: {stored:?}");
+                assert_eq!(stored.get_i64("totalImages").unwrap(), 2, "{name}: {stored:?}");
             }
             "worker-sqs-batch.json" => {
                 let event: SqsEvent = serde_json::from_value(event).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -45,8 +45,8 @@ async fn final_state(stack: &Stack, id: &str) -> serde_json::Value {
         .try_collect()
         .await
         .unwrap();
-    let csv = stack.object(&stack.app.config.outputs_bucket, &format!("outputs/{id}/output.csv")).await;
-    let mut keys = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/{id}/")).await;
+    let csv = stack.object(&stack.app.config.outputs_bucket, &format!("outputs/tests/{id}/output.csv")).await;
+    let mut keys = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/tests/{id}/")).await;
     keys.sort();
     let strip =
         |s: String| s.replace(id, "<id>").replace(&format!("/{}/", stack.app.config.outputs_bucket), "/<bucket>/");
@@ -109,7 +109,7 @@ async fn every_message_delivered_twice_in_parallel_gives_the_single_delivery_sta
     }
     assert_eq!(a["status"], "completed");
     assert_eq!(a, b);
-    assert_eq!(stack.puts_of(&format!("outputs/{twice}/output.csv")), 1);
+    assert_eq!(stack.puts_of(&format!("outputs/tests/{twice}/output.csv")), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,9 +136,10 @@ async fn a_worker_killed_between_the_s3_put_and_the_mongodb_update_is_counted_on
     let request = stack.stored_request(&id).await;
     assert_eq!(request.get_str("status").unwrap(), "completed", "{request:?}");
     assert_eq!((request.get_i64("succeededImages").unwrap(), request.get_i64("failedImages").unwrap()), (6, 0));
-    let objects = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/{id}/")).await;
-    let mut want: Vec<String> = (1..=3).flat_map(|r| [0, 1].map(|i| format!("outputs/{id}/{r}-{i}.jpg"))).collect();
-    want.push(format!("outputs/{id}/output.csv"));
+    let objects = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/tests/{id}/")).await;
+    let mut want: Vec<String> =
+        (1..=3).flat_map(|r| [0, 1].map(|i| format!("outputs/tests/{id}/{r}-{i}.jpg"))).collect();
+    want.push(format!("outputs/tests/{id}/output.csv"));
     assert_eq!(objects, want, "one object per image and the output CSV, none missing or extra");
     for key in &want[..6] {
         let jpeg = stack.object(&stack.app.config.outputs_bucket, key).await.unwrap();
@@ -190,7 +191,7 @@ async fn outage_case(kind: &str) {
         status["counts"],
         serde_json::json!({"products": 3, "images": 6, "processed": 6, "succeeded": 6, "failed": 0})
     );
-    let objects = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/{id}/")).await;
+    let objects = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/tests/{id}/")).await;
     assert_eq!(objects.len(), 7, "{objects:?}");
     assert_eq!(stack.dlq_depth().await, 0);
 }
@@ -290,9 +291,9 @@ async fn load_run_loses_and_duplicates_nothing() {
         w.await.unwrap();
     }
     for (id, images, _) in &done {
-        let objects = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/{id}/")).await;
+        let objects = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/tests/{id}/")).await;
         assert_eq!(objects.len() as u64, images + 1, "{id}: one object per image and the output CSV");
-        assert!(objects.contains(&format!("outputs/{id}/output.csv")), "{id}");
+        assert!(objects.contains(&format!("outputs/tests/{id}/output.csv")), "{id}");
         let rows: Vec<Document> =
             stack.request_data().find(doc! {"requestId": id}).await.unwrap().try_collect().await.unwrap();
         let settled: i64 = rows.iter().map(|r| r.get_i64("settledImages").unwrap()).sum();
@@ -339,7 +340,7 @@ async fn a_request_whose_finaliser_died_is_finalised_by_the_sweeper_not_by_a_sta
     assert_eq!(report.finalised, 1, "{report:?}");
     let request = stack.requests().find_one(doc! {"requestId": &id}).await.unwrap().unwrap();
     assert_eq!(request.get_str("status").unwrap(), "completed");
-    let csv_key = format!("outputs/{id}/output.csv");
+    let csv_key = format!("outputs/tests/{id}/output.csv");
     let stored = stack.object(&stack.app.config.outputs_bucket, &csv_key).await.expect("the output CSV is stored");
     assert_eq!(csv::Reader::from_reader(stored.as_slice()).records().count(), 1, "one product row");
     let writes = stack.puts_of(&csv_key);

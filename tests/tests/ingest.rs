@@ -125,7 +125,7 @@ async fn dispatch(stack: &Stack, event: Value) -> Value {
 async fn a_csv_dropped_under_incoming_is_ingested_once_however_often_the_event_arrives() {
     let stack = Stack::new("s3drop").await;
     let bucket = stack.app.config.uploads_bucket.clone();
-    let key = "incoming/spring catalogue, v2.csv";
+    let key = "incoming/tests/spring catalogue, v2.csv";
     let csv = b"S. No.,Product Name,Input Image Urls\n1,A,\"https://img.example/1.jpg,https://img.example/2.jpg\"\n2,B,https://img.example/3.jpg\n";
     let etag = put_object(&stack, key, csv).await;
     let event = s3_event(&bucket, key, &etag);
@@ -157,7 +157,7 @@ async fn a_csv_dropped_under_incoming_is_ingested_once_however_often_the_event_a
 async fn an_invalid_dropped_csv_becomes_a_failed_request_with_its_row_errors() {
     let stack = Stack::new("s3bad").await;
     let bucket = stack.app.config.uploads_bucket.clone();
-    let key = "incoming/bad.csv";
+    let key = "incoming/tests/bad.csv";
     let etag =
         put_object(&stack, key, b"S. No.,Product Name,Input Image Urls\nx,A,https://img.example/1.jpg\n2,,nope\n")
             .await;

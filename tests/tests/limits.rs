@@ -3,8 +3,8 @@
 //! (MongoDB, S3, SQS checked); a value at its limit is accepted and reaches the queue.
 
 use imgpipe_core::bson::doc;
-use imgpipe_core::domain::{ImageJob, ImageUrl, RequestId};
-use imgpipe_tests::Stack;
+use imgpipe_core::domain::{ImageUrl, RequestId};
+use imgpipe_tests::{Stack, test_job};
 use serde_json::Value;
 
 const HEADER: &str = "S. No.,Product Name,Input Image Urls\n";
@@ -90,14 +90,8 @@ async fn values_at_their_limits_are_accepted_and_queued() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_adapter_builds_batches_by_bytes_as_well_as_count() {
     let stack = Stack::new("limits-batch").await;
-    let jobs: Vec<ImageJob> = (0..10)
-        .map(|i| ImageJob {
-            request_id: RequestId::new(),
-            serial_number: 1,
-            index: i,
-            url: ImageUrl::parse(&format!("{}{i}", url_of(119_999))).unwrap(),
-            shard: 0,
-        })
+    let jobs: Vec<_> = (0..10)
+        .map(|i| test_job(&RequestId::new(), 1, i, ImageUrl::parse(&format!("{}{i}", url_of(119_999))).unwrap(), 0))
         .collect();
     stack.app.jobs.send_jobs(&jobs).await.expect("every batch accepted");
     assert_eq!(stack.queue_depth().await, 10);
@@ -188,8 +182,8 @@ async fn a_dropped_file_over_the_limit_is_a_failed_request_with_the_reason() {
 
     // The event gives the size: refused without reading.
     let stack = Stack::with("limits-drop-event", |c| c.max_dropped_csv_bytes = limit).await;
-    let etag = drop_object(&stack, "incoming/big.csv", csv_of(limit + 1)).await;
-    let mut event = imgpipe_tests::s3_event(&bucket(&stack), "incoming/big.csv", &etag);
+    let etag = drop_object(&stack, "incoming/tests/big.csv", csv_of(limit + 1)).await;
+    let mut event = imgpipe_tests::s3_event(&bucket(&stack), "incoming/tests/big.csv", &etag);
     event["Records"][0]["s3"]["object"]["size"] = (limit + 1).into();
     dispatch(&stack, event.clone()).await;
     dispatch(&stack, event).await;
@@ -198,8 +192,8 @@ async fn a_dropped_file_over_the_limit_is_a_failed_request_with_the_reason() {
 
     // The event understates it (100 bytes): the capped read stops past the limit.
     let stack = Stack::with("limits-drop-read", |c| c.max_dropped_csv_bytes = limit).await;
-    let etag = drop_object(&stack, "incoming/big.csv", csv_of(limit + 1)).await;
-    dispatch(&stack, imgpipe_tests::s3_event(&bucket(&stack), "incoming/big.csv", &etag)).await;
+    let etag = drop_object(&stack, "incoming/tests/big.csv", csv_of(limit + 1)).await;
+    dispatch(&stack, imgpipe_tests::s3_event(&bucket(&stack), "incoming/tests/big.csv", &etag)).await;
     assert_failed_with(&only_request(&stack).await, "the file is ");
     assert!(
         only_request(&stack).await.get_array("errors").unwrap()[0]
@@ -212,17 +206,17 @@ async fn a_dropped_file_over_the_limit_is_a_failed_request_with_the_reason() {
 
     // At the limit exactly: ingested.
     let stack = Stack::with("limits-drop-edge", |c| c.max_dropped_csv_bytes = limit).await;
-    let etag = drop_object(&stack, "incoming/edge.csv", csv_of(limit)).await;
-    dispatch(&stack, imgpipe_tests::s3_event(&bucket(&stack), "incoming/edge.csv", &etag)).await;
+    let etag = drop_object(&stack, "incoming/tests/edge.csv", csv_of(limit)).await;
+    dispatch(&stack, imgpipe_tests::s3_event(&bucket(&stack), "incoming/tests/edge.csv", &etag)).await;
     assert_eq!(only_request(&stack).await.get_str("status").unwrap(), "pending");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_file_replaced_after_its_event_is_a_failed_request_with_the_reason() {
     let stack = Stack::new("limits-drop-replaced").await;
-    let old = drop_object(&stack, "incoming/p.csv", csv_of(200)).await;
-    drop_object(&stack, "incoming/p.csv", csv_of(300)).await;
-    dispatch(&stack, imgpipe_tests::s3_event(&stack.app.config.uploads_bucket, "incoming/p.csv", &old)).await;
+    let old = drop_object(&stack, "incoming/tests/p.csv", csv_of(200)).await;
+    drop_object(&stack, "incoming/tests/p.csv", csv_of(300)).await;
+    dispatch(&stack, imgpipe_tests::s3_event(&stack.app.config.uploads_bucket, "incoming/tests/p.csv", &old)).await;
     assert_failed_with(&only_request(&stack).await, "the object was replaced after this event");
     assert_eq!((stack.request_data().count_documents(doc! {}).await.unwrap(), stack.queue_depth().await), (0, 0));
 }

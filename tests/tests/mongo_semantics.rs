@@ -3,7 +3,7 @@
 
 use futures::TryStreamExt;
 use imgpipe_core::bson::{Bson, Document, doc};
-use imgpipe_tests::Stack;
+use imgpipe_tests::{Stack, test_job, test_key};
 use mongodb::options::ReturnDocument;
 
 async fn server_is_ferretdb(db: &mongodb::Database) -> bool {
@@ -95,7 +95,7 @@ async fn ferretdb_zeroes_every_group_accumulator_after_the_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_repository_sums_settled_and_failed_images_exactly_on_this_server() {
     use imgpipe_core::domain::ImageResult;
-    use imgpipe_core::domain::{ImageJob, ImageUrl, RequestId};
+    use imgpipe_core::domain::{ImageUrl, RequestId};
     let stack = Stack::new("tally").await;
     // Rows of 1, 2, 3 and 4 images (URLs nothing fetches: the images are settled below, by hand).
     let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
@@ -110,7 +110,7 @@ async fn the_repository_sums_settled_and_failed_images_exactly_on_this_server() 
     let outcomes = [(2, 0, true), (2, 1, false), (3, 0, false), (3, 1, true), (3, 2, false), (4, 3, true)];
     for (serial, index, ok) in outcomes {
         let url = ImageUrl::parse(&format!("http://127.0.0.1:9/{serial}-{index}.jpg")).unwrap();
-        let job = ImageJob { request_id: id.clone(), serial_number: serial, index, url, shard: 0 };
+        let job = test_job(&id, serial, index, url, 0);
         let result = if ok {
             let key = job.output_key();
             ImageResult::Succeeded { output_url: format!("http://127.0.0.1:9/{key}"), output_key: key }
@@ -119,6 +119,6 @@ async fn the_repository_sums_settled_and_failed_images_exactly_on_this_server() 
         };
         assert!(stack.app.rows.settle_image(&job, &result).await.unwrap().is_some());
     }
-    let tally = stack.app.rows.tally(&id).await.unwrap();
+    let tally = stack.app.rows.tally(&test_key(&id)).await.unwrap();
     assert_eq!((tally.settled, tally.failed), (6, 3), "{tally:?}");
 }

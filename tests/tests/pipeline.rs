@@ -135,7 +135,7 @@ async fn csv_in_compressed_jpegs_and_output_csv_out() {
             doc.get_array("outputImageUrls").unwrap().iter().map(|u| u.as_str().unwrap()).collect();
         assert_eq!(stored_urls.len(), row.len());
         for (i, input) in row.iter().enumerate() {
-            let key = format!("outputs/{id}/{}-{i}.jpg", r + 1);
+            let key = format!("outputs/tests/{id}/{}-{i}.jpg", r + 1);
             assert!(stored_urls[i].ends_with(&key), "{} vs {key}", stored_urls[i]);
             let out = stack.object(&stack.app.config.outputs_bucket, &key).await.expect("output object");
             assert_eq!(image::guess_format(&out).unwrap(), image::ImageFormat::Jpeg);
@@ -170,7 +170,7 @@ async fn csv_in_compressed_jpegs_and_output_csv_out() {
         for (i, out) in outs.iter().enumerate() {
             // a presigned URL of the compressed image, which downloads
             let path = out.split('?').next().unwrap();
-            assert!(path.ends_with(&format!("outputs/{id}/{}-{i}.jpg", r + 1)), "{out}");
+            assert!(path.ends_with(&format!("outputs/tests/{id}/{}-{i}.jpg", r + 1)), "{out}");
             let got = http.get(*out).send().await.unwrap();
             assert_eq!(got.status(), 200, "{out}");
             assert_eq!(image::guess_format(&got.bytes().await.unwrap()).unwrap(), image::ImageFormat::Jpeg);
@@ -179,9 +179,10 @@ async fn csv_in_compressed_jpegs_and_output_csv_out() {
     }
     assert_eq!(status["outputCsvUrl"], format!("/requests/{id}/output.csv"));
     // The stored CSV (what the webhook links to) has the canonical URLs of the same objects.
-    let stored = stack.object(&stack.app.config.outputs_bucket, &format!("outputs/{id}/output.csv")).await.unwrap();
+    let stored =
+        stack.object(&stack.app.config.outputs_bucket, &format!("outputs/tests/{id}/output.csv")).await.unwrap();
     let stored = String::from_utf8(stored).unwrap();
-    assert!(stored.contains(&format!("/outputs/{id}/1-0.jpg,")), "{stored}");
+    assert!(stored.contains(&format!("/outputs/tests/{id}/1-0.jpg,")), "{stored}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,7 +201,7 @@ async fn redelivered_message_does_not_change_counts() {
     let (_, before) = stack.status(id.as_str()).await;
     assert_eq!(before["status"], "completed");
     let request_before = stack.requests().find_one(doc! {"requestId": id.as_str()}).await.unwrap().unwrap();
-    let csv_key = format!("outputs/{id}/output.csv");
+    let csv_key = format!("outputs/tests/{id}/output.csv");
     let csv_before = stack.object(&stack.app.config.outputs_bucket, &csv_key).await.expect("output CSV");
     assert_eq!(stack.puts_of(&csv_key), 1);
 
@@ -236,7 +237,9 @@ async fn a_bad_image_fails_only_itself_and_is_recorded_with_its_reason() {
     assert_eq!(code, 202, "{body}");
     let id = request_id(&body);
     let processed = stack.drain(Duration::from_secs(30)).await;
-    assert_eq!(processed.len(), 4, "permanent failures are consumed, not retried");
+    // One message per distinct URL (the good image is in both rows), each consumed once.
+    assert_eq!(processed.len(), 3, "permanent failures are consumed, not retried");
+    assert_eq!(server.hits_of("/good.jpg"), 1, "the good image is fetched once for both rows");
     assert_eq!(stack.stored_request(id.as_str()).await.get_str("status").unwrap(), "failed");
 
     let (_, status) = stack.status(id.as_str()).await;
@@ -260,7 +263,7 @@ async fn a_bad_image_fails_only_itself_and_is_recorded_with_its_reason() {
     let rec = reader.records().next().unwrap().unwrap();
     let outs: Vec<&str> = rec[3].split(',').collect();
     assert_eq!(outs.len(), 3, "output URLs stay aligned with the inputs");
-    assert!(outs[0].split('?').next().unwrap().ends_with(&format!("outputs/{id}/1-0.jpg")));
+    assert!(outs[0].split('?').next().unwrap().ends_with(&format!("outputs/tests/{id}/1-0.jpg")));
     assert_eq!((outs[1], outs[2]), ("", ""));
     use imgpipe_core::failure::FailureReason::{HttpStatus, UnsupportedFormat};
     assert_eq!(&rec[4], format!("image 2: {}; image 3: {}", HttpStatus.message(), UnsupportedFormat.message()));

@@ -111,6 +111,9 @@ async fn every_query_is_served_by_an_index_on_the_server_and_carries_the_shard_k
             filter_keys.contains(first) || (filter_keys.is_empty() && sort_first.as_ref() == Some(first))
         });
         assert!(served, "{command} on {collection} with filter {filter:?} sort {sort:?} scans the collection");
+        // A tenant's calls (no admin scope here, no sweeper): every query is scoped to the tenant, and all but
+        // the reports to one request.
+        assert!(filter_keys.iter().any(|k| k == "tenantId"), "{command} on {collection}: {filter:?} lacks tenantId");
         let reports =
             collection == "Requests" && (command == "aggregate" || sort_first.as_deref() == Some("createdAt"));
         if !reports {

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use imgpipe_core::bson::doc;
-use imgpipe_tests::{ImageServer, Stack, jpeg, photo, request_id};
+use imgpipe_tests::{ImageServer, Stack, jpeg, photo, request_id, test_job, test_key};
 
 fn record(body: &str, id: &str) -> aws_lambda_events::event::sqs::SqsMessage {
     let mut m = aws_lambda_events::event::sqs::SqsMessage::default();
@@ -82,9 +82,9 @@ async fn the_same_message_delivered_twice_in_parallel_counts_once() {
     assert_eq!((request.get_i64("succeededImages").unwrap(), request.get_i64("failedImages").unwrap()), (1, 0));
     let row = stack.request_data().find_one(doc! {"requestId": &id}).await.unwrap().unwrap();
     assert_eq!(row.get_i64("settledImages").unwrap(), 1);
-    let csv_key = format!("outputs/{id}/output.csv");
-    let keys = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/{id}/")).await;
-    assert_eq!(keys, [format!("outputs/{id}/1-0.jpg"), csv_key.clone()]);
+    let csv_key = format!("outputs/tests/{id}/output.csv");
+    let keys = stack.keys(&stack.app.config.outputs_bucket, &format!("outputs/tests/{id}/")).await;
+    assert_eq!(keys, [format!("outputs/tests/{id}/1-0.jpg"), csv_key.clone()]);
     assert_eq!(stack.puts_of(&csv_key), 1, "output CSV written once");
 
     let (_, status) = stack.status(&id).await;
@@ -129,7 +129,7 @@ async fn the_last_two_images_finishing_together_finalise_once_with_one_webhook()
         let request = stack.stored_request(&id).await;
         assert_eq!(request.get_str("status").unwrap(), "completed", "round {round}: {request:?}");
         assert_eq!(request.get_i64("succeededImages").unwrap(), 2, "round {round}");
-        let csv_key = format!("outputs/{id}/output.csv");
+        let csv_key = format!("outputs/tests/{id}/output.csv");
         assert!(stack.object(&stack.app.config.outputs_bucket, &csv_key).await.is_some(), "round {round}");
         assert_eq!(stack.puts_of(&csv_key), 1, "round {round}: output CSV written once");
         assert_eq!(request.get_document("webhook").unwrap().get_str("state").unwrap(), "queued", "round {round}");
@@ -145,6 +145,15 @@ async fn the_last_two_images_finishing_together_finalise_once_with_one_webhook()
         assert_eq!(status["status"], "completed", "round {round}");
         assert_eq!(status["counts"]["succeeded"], 2, "round {round}");
     }
+}
+
+/// The webhook key `caller`'s tenant reads from `GET /webhook-key`.
+async fn webhook_key(stack: &Stack, caller: &imgpipe_tests::Caller) -> String {
+    let (code, body) = stack.get_as(caller, "/webhook-key").await;
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["tenant"], caller.tenant.as_str());
+    body["key"].as_str().expect("key").to_string()
 }
 
 /// Uploads a one-image CSV with `webhook` and works its image; returns the request id.
@@ -173,6 +182,9 @@ async fn a_webhook_that_fails_three_times_is_retried_through_its_queue_signed_wi
     let request = stack.stored_request(&id).await;
     assert_eq!(request.get_document("webhook").unwrap().get_str("state").unwrap(), "queued");
 
+    let own_key = webhook_key(&stack, &imgpipe_tests::Caller::test()).await;
+    let other_key = webhook_key(&stack, &imgpipe_tests::Caller::new("someone-else", imgpipe_tests::TEST_SCOPES)).await;
+    assert_ne!(own_key, other_key, "each tenant has its own key");
     let sent_after = unix_seconds();
     let handled = stack.deliver_webhooks(Duration::from_secs(60)).await;
     let sent_before = unix_seconds();
@@ -187,8 +199,11 @@ async fn a_webhook_that_fails_three_times_is_retried_through_its_queue_signed_wi
         let header = header.as_deref().expect("signed");
         let t: i64 = header.strip_prefix("t=").and_then(|h| h.split(',').next()).unwrap().parse().unwrap();
         assert!((sent_after..=sent_before).contains(&t), "{header}: timestamp outside {sent_after}..={sent_before}");
-        assert_eq!(header, imgpipe_core::webhook::signature(b"test-webhook-secret", t, body));
-        assert_ne!(header, imgpipe_core::webhook::signature(b"wrong-secret", t, body));
+        // Signed with the tenant's own key, as GET /webhook-key shows it; not with another tenant's, nor with the
+        // deployment's master secret itself.
+        assert_eq!(header, imgpipe_core::webhook::signature(own_key.as_bytes(), t, body));
+        assert_ne!(header, imgpipe_core::webhook::signature(other_key.as_bytes(), t, body));
+        assert_ne!(header, imgpipe_core::webhook::signature(b"test-webhook-secret", t, body));
         assert_eq!(request_header.as_deref(), Some(id.as_str()));
         let summary: serde_json::Value = serde_json::from_slice(body).unwrap();
         assert_eq!(summary["event"], "request.completed");
@@ -260,6 +275,13 @@ fn the_webhook_signature_matches_independently_computed_vectors() {
     );
     // An empty secret and body: the HMAC of "0.".
     assert_eq!(signature(b"", 0, b""), "t=0,v1=b849d5a581847b281957065739df36df2463d1977ea8d6e1e4e6cf33fadc68c3");
+    // A tenant's key: `hmac.new(master, tenant, sha256).hexdigest()`, whose hex string's bytes sign its deliveries.
+    let key = imgpipe_core::webhook::tenant_key(b"test-webhook-secret", &imgpipe_tests::test_tenant());
+    assert_eq!(key, "50659aad0b7f6944bb225e290319ee83112488efb2c490178573ed34091c1398");
+    assert_eq!(
+        signature(key.as_bytes(), 1_700_000_000, b"{}"),
+        "t=1700000000,v1=aad20ff910c8a603ec82214db63e9339608bc306cec80f53c41600f1033a0853"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,7 +420,7 @@ async fn progress_is_counted_on_several_documents_and_no_document_is_written_per
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn counts_read_while_images_fail_are_consistent() {
     use imgpipe_core::domain::ImageResult;
-    use imgpipe_core::domain::{ImageJob, ImageUrl, RequestId};
+    use imgpipe_core::domain::{ImageUrl, RequestId};
     let stack = Stack::new("tally_race").await;
     let rows = 150;
     let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
@@ -413,13 +435,7 @@ async fn counts_read_while_images_fail_are_consistent() {
         let (repo, id, done) = (stack.app.rows.clone(), id.clone(), done.clone());
         tokio::spawn(async move {
             for r in 1..=rows {
-                let job = ImageJob {
-                    request_id: id.clone(),
-                    serial_number: r,
-                    index: 0,
-                    url: ImageUrl::parse(&format!("http://127.0.0.1:9/{r}.jpg")).unwrap(),
-                    shard: 0,
-                };
+                let job = test_job(&id, r, 0, ImageUrl::parse(&format!("http://127.0.0.1:9/{r}.jpg")).unwrap(), 0);
                 repo.settle_image(
                     &job,
                     &ImageResult::Failed { reason: imgpipe_core::failure::FailureReason::HttpStatus },
@@ -432,12 +448,12 @@ async fn counts_read_while_images_fail_are_consistent() {
     };
     let mut reads = 0;
     while !done.load(std::sync::atomic::Ordering::SeqCst) {
-        let tally = stack.app.rows.tally(&id).await.unwrap();
+        let tally = stack.app.rows.tally(&test_key(&id)).await.unwrap();
         assert!(tally.failed <= tally.settled, "read {reads}: {tally:?}");
         reads += 1;
     }
     failer.await.unwrap();
-    let tally = stack.app.rows.tally(&id).await.unwrap();
+    let tally = stack.app.rows.tally(&test_key(&id)).await.unwrap();
     assert_eq!((tally.settled, tally.failed), (rows, rows));
     assert!(reads > 1, "the counts were read while images were failing");
 }

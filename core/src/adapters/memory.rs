@@ -10,13 +10,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::domain::{
-    DailyImages, Finalisation, ImageJob, ImageResult, ImageSlot, ImageState, ListFilter, ProgressShard, Request,
-    RequestId, RequestStatus, Row, Tally, Timestamp, WebhookAttempt, WebhookState,
+    DailyImages, Finalisation, ImageJob, ImageResult, ImageSlot, ImageState, ListFilter, ProgressShard, QuotaOverrides,
+    Request, RequestId, RequestKey, RequestStatus, Row, Tally, Tenant, TenantId, Timestamp, Usage, Visible,
+    WebhookAttempt, WebhookState,
 };
 use crate::error::Result;
 use crate::ports::{
     BlobStore, Clock, DeliveryQueue, JobQueue, ProgressStore, ReportStore, RequestStore, RowStore, SweepStore,
-    WebhookDelivery, WebhookLog,
+    TenantStore, WebhookDelivery, WebhookLog,
 };
 
 /// A checkpoint every twin operation passes before it acts: a test's scheduler can hold it there (to interleave
@@ -45,9 +46,15 @@ impl Gate {
 
 #[derive(Default)]
 struct Documents {
+    /// By `tenant/requestId`.
     requests: HashMap<String, Request>,
     rows: BTreeMap<(String, i64), Row>,
     progress: BTreeMap<(String, i64), ProgressShard>,
+    tenants: HashMap<String, Tenant>,
+    /// The tenants' upload locks: holder token and expiry.
+    locks: HashMap<String, (i64, Timestamp)>,
+    idempotency: HashMap<(String, String), RequestId>,
+    next_token: i64,
 }
 
 /// Every document port on maps behind one lock.
@@ -67,48 +74,68 @@ impl MemoryStore {
     }
 }
 
+fn k(key: &RequestKey) -> String {
+    key.to_string()
+}
+
+fn job_key(job: &ImageJob) -> String {
+    job.key().to_string()
+}
+
+/// The (first, last) map keys of every row or counter of a request.
+fn range_of(key: &RequestKey) -> std::ops::RangeInclusive<(String, i64)> {
+    (k(key), i64::MIN)..=(k(key), i64::MAX)
+}
+
+fn visible(visible: &Visible, r: &Request) -> bool {
+    match visible {
+        Visible::Tenant(t) => &r.tenant == t,
+        Visible::AllTenants => true,
+    }
+}
+
 #[async_trait]
 impl RequestStore for MemoryStore {
     async fn insert_request(&self, request: &Request) -> Result<Option<Request>> {
         self.gate.pass("insert_request").await?;
-        Ok(self.with(|d| match d.requests.get(request.id.as_str()) {
+        Ok(self.with(|d| match d.requests.get(&k(&request.key())) {
             Some(existing) => Some(existing.clone()),
             None => {
-                d.requests.insert(request.id.to_string(), request.clone());
+                d.requests.insert(k(&request.key()), request.clone());
                 None
             }
         }))
     }
 
-    async fn get_request(&self, id: &RequestId) -> Result<Option<Request>> {
+    async fn get_request(&self, key: &RequestKey) -> Result<Option<Request>> {
         self.gate.pass("get_request").await?;
-        Ok(self.with(|d| d.requests.get(id.as_str()).cloned()))
+        Ok(self.with(|d| d.requests.get(&k(key)).cloned()))
     }
 
-    async fn mark_enqueued(&self, id: &RequestId, at: Timestamp) -> Result<()> {
+    async fn mark_enqueued(&self, key: &RequestKey, at: Timestamp) -> Result<()> {
         self.gate.pass("mark_enqueued").await?;
         self.with(|d| {
-            if let Some(r) = d.requests.get_mut(id.as_str()) {
+            if let Some(r) = d.requests.get_mut(&k(key)) {
                 r.enqueued_at.get_or_insert(at);
             }
         });
         Ok(())
     }
 
-    async fn mark_processing(&self, id: &RequestId) -> Result<()> {
+    async fn mark_processing(&self, key: &RequestKey) -> Result<()> {
         self.gate.pass("mark_processing").await?;
         self.with(|d| {
-            if let Some(r) = d.requests.get_mut(id.as_str()).filter(|r| r.status == RequestStatus::Pending) {
+            if let Some(r) = d.requests.get_mut(&k(key)).filter(|r| r.status == RequestStatus::Pending) {
                 r.status = RequestStatus::Processing;
             }
         });
         Ok(())
     }
 
-    async fn claim_finalisation(&self, id: &RequestId, now: Timestamp, lease: Duration) -> Result<bool> {
+    async fn claim_finalisation(&self, key: &RequestKey, now: Timestamp, lease: Duration) -> Result<bool> {
         self.gate.pass("claim_finalisation").await?;
         let expired = now.minus(lease);
-        Ok(self.with(|d| match d.requests.get_mut(id.as_str()) {
+        Ok(self.with(|d| match d.requests.get_mut(&k(key)) {
             Some(r) if !r.status.is_final() && r.finalising_since.is_none_or(|since| since < expired) => {
                 r.finalising_since = Some(now);
                 true
@@ -117,22 +144,22 @@ impl RequestStore for MemoryStore {
         }))
     }
 
-    async fn release_finalisation(&self, id: &RequestId) -> Result<()> {
+    async fn release_finalisation(&self, key: &RequestKey) -> Result<()> {
         self.gate.pass("release_finalisation").await?;
         self.with(|d| {
-            if let Some(r) = d.requests.get_mut(id.as_str()) {
+            if let Some(r) = d.requests.get_mut(&k(key)) {
                 r.finalising_since = None;
             }
         });
         Ok(())
     }
 
-    async fn finalise(&self, id: &RequestId, fin: &Finalisation) -> Result<bool> {
+    async fn finalise(&self, key: &RequestKey, fin: &Finalisation) -> Result<bool> {
         self.gate.pass("finalise").await?;
         if !fin.status.is_final() {
             return Err(crate::Error::Corrupt(format!("finalise with non-final status {:?}", fin.status)));
         }
-        Ok(self.with(|d| match d.requests.get_mut(id.as_str()) {
+        Ok(self.with(|d| match d.requests.get_mut(&k(key)) {
             Some(r) if !r.status.is_final() => {
                 r.status = fin.status;
                 r.completed_at = Some(fin.at);
@@ -157,23 +184,24 @@ impl RowStore for MemoryStore {
         self.gate.pass("insert_rows").await?;
         self.with(|d| {
             for row in rows {
-                d.rows.entry((row.request_id.to_string(), row.serial_number)).or_insert_with(|| row.clone());
+                let key = RequestKey::new(&row.tenant, &row.request_id);
+                d.rows.entry((k(&key), row.serial_number)).or_insert_with(|| row.clone());
             }
         });
         Ok(())
     }
 
-    async fn get_row(&self, id: &RequestId, serial_number: i64) -> Result<Option<Row>> {
+    async fn get_row(&self, key: &RequestKey, serial_number: i64) -> Result<Option<Row>> {
         self.gate.pass("get_row").await?;
-        Ok(self.with(|d| d.rows.get(&(id.to_string(), serial_number)).cloned()))
+        Ok(self.with(|d| d.rows.get(&(k(key), serial_number)).cloned()))
     }
 
-    async fn rows_page(&self, id: &RequestId, after: Option<i64>, limit: i64) -> Result<Vec<Row>> {
+    async fn rows_page(&self, key: &RequestKey, after: Option<i64>, limit: i64) -> Result<Vec<Row>> {
         self.gate.pass("rows_page").await?;
         let from = after.map_or(i64::MIN, |a| a.saturating_add(1));
         Ok(self.with(|d| {
             d.rows
-                .range((id.to_string(), from)..=(id.to_string(), i64::MAX))
+                .range((k(key), from)..=(k(key), i64::MAX))
                 .take(limit.max(0) as usize)
                 .map(|(_, r)| r.clone())
                 .collect()
@@ -183,7 +211,7 @@ impl RowStore for MemoryStore {
     async fn settle_image(&self, job: &ImageJob, result: &ImageResult) -> Result<Option<Row>> {
         self.gate.pass("settle_image").await?;
         Ok(self.with(|d| {
-            let row = d.rows.get_mut(&(job.request_id.to_string(), job.serial_number))?;
+            let row = d.rows.get_mut(&(job_key(job), job.serial_number))?;
             let slot = row.images.get_mut(job.index as usize).filter(|s| s.state == ImageState::Pending)?;
             *slot = ImageSlot::settled(result);
             row.settled_images += 1;
@@ -197,7 +225,7 @@ impl RowStore for MemoryStore {
         self.with(|d| {
             let slot = d
                 .rows
-                .get_mut(&(job.request_id.to_string(), job.serial_number))
+                .get_mut(&(job_key(job), job.serial_number))
                 .and_then(|row| row.images.get_mut(job.index as usize));
             if let Some(slot) = slot {
                 slot.counted = true;
@@ -206,10 +234,10 @@ impl RowStore for MemoryStore {
         Ok(())
     }
 
-    async fn complete_row(&self, id: &RequestId, serial_number: i64, urls: &[String], at: Timestamp) -> Result<()> {
+    async fn complete_row(&self, key: &RequestKey, serial_number: i64, urls: &[String], at: Timestamp) -> Result<()> {
         self.gate.pass("complete_row").await?;
         self.with(|d| {
-            if let Some(row) = d.rows.get_mut(&(id.to_string(), serial_number)).filter(|r| r.completed_at.is_none()) {
+            if let Some(row) = d.rows.get_mut(&(k(key), serial_number)).filter(|r| r.completed_at.is_none()) {
                 row.output_image_urls = urls.to_vec();
                 row.completed_at = Some(at);
             }
@@ -217,11 +245,12 @@ impl RowStore for MemoryStore {
         Ok(())
     }
 
-    async fn tally(&self, id: &RequestId) -> Result<Tally> {
+    async fn tally(&self, key: &RequestKey) -> Result<Tally> {
         self.gate.pass("tally").await?;
         Ok(self.with(|d| {
-            d.rows.range((id.to_string(), i64::MIN)..=(id.to_string(), i64::MAX)).fold(Tally::default(), |t, (_, r)| {
-                Tally { settled: t.settled + r.settled_images, failed: t.failed + r.failed_images }
+            d.rows.range(range_of(key)).fold(Tally::default(), |t, (_, r)| Tally {
+                settled: t.settled + r.settled_images,
+                failed: t.failed + r.failed_images,
             })
         }))
     }
@@ -233,40 +262,39 @@ impl ProgressStore for MemoryStore {
         self.gate.pass("insert_progress").await?;
         self.with(|d| {
             for s in shards {
-                d.progress.entry((s.request_id.to_string(), s.shard)).or_insert_with(|| s.clone());
+                let key = RequestKey::new(&s.tenant, &s.request_id);
+                d.progress.entry((k(&key), s.shard)).or_insert_with(|| s.clone());
             }
         });
         Ok(())
     }
 
-    async fn increment(&self, id: &RequestId, shard: u32) -> Result<Option<ProgressShard>> {
+    async fn increment(&self, key: &RequestKey, shard: u32) -> Result<Option<ProgressShard>> {
         self.gate.pass("increment").await?;
         Ok(self.with(|d| {
-            let s = d.progress.get_mut(&(id.to_string(), i64::from(shard)))?;
+            let s = d.progress.get_mut(&(k(key), i64::from(shard)))?;
             s.done += 1;
             Some(s.clone())
         }))
     }
 
-    async fn get_progress(&self, id: &RequestId, shard: u32) -> Result<Option<ProgressShard>> {
+    async fn get_progress(&self, key: &RequestKey, shard: u32) -> Result<Option<ProgressShard>> {
         self.gate.pass("get_progress").await?;
-        Ok(self.with(|d| d.progress.get(&(id.to_string(), i64::from(shard))).cloned()))
+        Ok(self.with(|d| d.progress.get(&(k(key), i64::from(shard))).cloned()))
     }
 
-    async fn all_progress(&self, id: &RequestId) -> Result<Vec<ProgressShard>> {
+    async fn all_progress(&self, key: &RequestKey) -> Result<Vec<ProgressShard>> {
         self.gate.pass("all_progress").await?;
-        Ok(self.with(|d| {
-            d.progress.range((id.to_string(), i64::MIN)..=(id.to_string(), i64::MAX)).map(|(_, s)| s.clone()).collect()
-        }))
+        Ok(self.with(|d| d.progress.range(range_of(key)).map(|(_, s)| s.clone()).collect()))
     }
 }
 
 #[async_trait]
 impl WebhookLog for MemoryStore {
-    async fn record_attempt(&self, id: &RequestId, attempt: &WebhookAttempt) -> Result<()> {
+    async fn record_attempt(&self, key: &RequestKey, attempt: &WebhookAttempt) -> Result<()> {
         self.gate.pass("record_attempt").await?;
         self.with(|d| {
-            if let Some(w) = d.requests.get_mut(id.as_str()).and_then(|r| r.webhook.as_mut()) {
+            if let Some(w) = d.requests.get_mut(&k(key)).and_then(|r| r.webhook.as_mut()) {
                 w.attempts.push(attempt.clone());
                 w.last_activity_at = Some(attempt.at);
             }
@@ -274,10 +302,10 @@ impl WebhookLog for MemoryStore {
         Ok(())
     }
 
-    async fn touch_delivery(&self, id: &RequestId, at: Timestamp) -> Result<()> {
+    async fn touch_delivery(&self, key: &RequestKey, at: Timestamp) -> Result<()> {
         self.gate.pass("touch_delivery").await?;
         self.with(|d| {
-            let queued = d.requests.get_mut(id.as_str()).and_then(|r| r.webhook.as_mut());
+            let queued = d.requests.get_mut(&k(key)).and_then(|r| r.webhook.as_mut());
             if let Some(w) = queued.filter(|w| w.state == WebhookState::Queued) {
                 w.last_activity_at = Some(at);
             }
@@ -285,9 +313,9 @@ impl WebhookLog for MemoryStore {
         Ok(())
     }
 
-    async fn settle_delivery(&self, id: &RequestId, state: WebhookState, at: Timestamp) -> Result<bool> {
+    async fn settle_delivery(&self, key: &RequestKey, state: WebhookState, at: Timestamp) -> Result<bool> {
         self.gate.pass("settle_delivery").await?;
-        Ok(self.with(|d| match d.requests.get_mut(id.as_str()).and_then(|r| r.webhook.as_mut()) {
+        Ok(self.with(|d| match d.requests.get_mut(&k(key)).and_then(|r| r.webhook.as_mut()) {
             Some(w) if w.state == WebhookState::Queued => {
                 w.state = state;
                 if state == WebhookState::Delivered {
@@ -304,6 +332,7 @@ impl WebhookLog for MemoryStore {
 impl ReportStore for MemoryStore {
     async fn list_requests(
         &self,
+        scope: &Visible,
         filter: &ListFilter,
         after: Option<(Timestamp, RequestId)>,
         limit: i64,
@@ -312,6 +341,7 @@ impl ReportStore for MemoryStore {
         let mut found: Vec<Request> = self.with(|d| {
             d.requests
                 .values()
+                .filter(|r| visible(scope, r))
                 .filter(|r| filter.status.is_none_or(|s| r.status == s))
                 .filter(|r| filter.created_after.is_none_or(|t| r.created_at >= t))
                 .filter(|r| filter.created_before.is_none_or(|t| r.created_at < t))
@@ -328,22 +358,22 @@ impl ReportStore for MemoryStore {
         Ok(found)
     }
 
-    async fn count_by_status(&self) -> Result<Vec<(RequestStatus, i64)>> {
+    async fn count_by_status(&self, scope: &Visible) -> Result<Vec<(RequestStatus, i64)>> {
         self.gate.pass("count_by_status").await?;
         let mut counts: BTreeMap<&'static str, (RequestStatus, i64)> = BTreeMap::new();
         self.with(|d| {
-            for r in d.requests.values() {
+            for r in d.requests.values().filter(|r| visible(scope, r)) {
                 counts.entry(r.status.as_str()).or_insert((r.status, 0)).1 += 1;
             }
         });
         Ok(counts.into_values().collect())
     }
 
-    async fn daily_images(&self, since_day: &str) -> Result<Vec<DailyImages>> {
+    async fn daily_images(&self, scope: &Visible, since_day: &str) -> Result<Vec<DailyImages>> {
         self.gate.pass("daily_images").await?;
         let mut days: BTreeMap<String, DailyImages> = BTreeMap::new();
         self.with(|d| {
-            for r in d.requests.values() {
+            for r in d.requests.values().filter(|r| visible(scope, r)) {
                 let Some(day) = r.completed_at.map(Timestamp::day).filter(|day| day.as_str() >= since_day) else {
                     continue;
                 };
@@ -353,6 +383,94 @@ impl ReportStore for MemoryStore {
             }
         });
         Ok(days.into_values().collect())
+    }
+}
+
+#[async_trait]
+impl TenantStore for MemoryStore {
+    async fn get_tenant(&self, tenant: &TenantId) -> Result<Option<Tenant>> {
+        self.gate.pass("get_tenant").await?;
+        Ok(self.with(|d| d.tenants.get(tenant.as_str()).cloned()))
+    }
+
+    async fn register_tenant(&self, tenant: &TenantId, at: Timestamp) -> Result<bool> {
+        self.gate.pass("register_tenant").await?;
+        Ok(self.with(|d| {
+            let new = !d.tenants.contains_key(tenant.as_str());
+            d.tenants.entry(tenant.to_string()).or_insert_with(|| Tenant {
+                id: tenant.clone(),
+                created_at: at,
+                quotas: QuotaOverrides::default(),
+            });
+            new
+        }))
+    }
+
+    async fn set_quotas(&self, tenant: &TenantId, quotas: &QuotaOverrides, at: Timestamp) -> Result<()> {
+        self.gate.pass("set_quotas").await?;
+        self.with(|d| {
+            let entry = d.tenants.entry(tenant.to_string()).or_insert_with(|| Tenant {
+                id: tenant.clone(),
+                created_at: at,
+                quotas: QuotaOverrides::default(),
+            });
+            entry.quotas = *quotas;
+        });
+        Ok(())
+    }
+
+    async fn lock_uploads(&self, tenant: &TenantId, now: Timestamp, lease: Duration) -> Result<Option<i64>> {
+        self.gate.pass("lock_uploads").await?;
+        Ok(self.with(|d| {
+            if d.locks.get(tenant.as_str()).is_some_and(|(_, until)| *until >= now) {
+                return None;
+            }
+            d.next_token += 1;
+            let token = d.next_token;
+            d.locks.insert(tenant.to_string(), (token, now.plus(lease)));
+            Some(token)
+        }))
+    }
+
+    async fn unlock_uploads(&self, tenant: &TenantId, token: i64) -> Result<()> {
+        self.gate.pass("unlock_uploads").await?;
+        self.with(|d| {
+            if d.locks.get(tenant.as_str()).is_some_and(|(held, _)| *held == token) {
+                d.locks.remove(tenant.as_str());
+            }
+        });
+        Ok(())
+    }
+
+    async fn usage(&self, tenant: &TenantId) -> Result<Usage> {
+        self.gate.pass("usage").await?;
+        Ok(self.with(|d| {
+            d.requests.values().filter(|r| &r.tenant == tenant && !r.status.is_final()).fold(
+                Usage::default(),
+                |u, r| Usage { open_requests: u.open_requests + 1, queued_images: u.queued_images + r.total_images },
+            )
+        }))
+    }
+
+    async fn find_idempotency_key(&self, tenant: &TenantId, key_hash: &str) -> Result<Option<RequestId>> {
+        self.gate.pass("find_idempotency_key").await?;
+        Ok(self.with(|d| d.idempotency.get(&(tenant.to_string(), key_hash.to_string())).cloned()))
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        tenant: &TenantId,
+        key_hash: &str,
+        id: &RequestId,
+    ) -> Result<Option<RequestId>> {
+        self.gate.pass("claim_idempotency_key").await?;
+        Ok(self.with(|d| match d.idempotency.get(&(tenant.to_string(), key_hash.to_string())) {
+            Some(first) => Some(first.clone()),
+            None => {
+                d.idempotency.insert((tenant.to_string(), key_hash.to_string()), id.clone());
+                None
+            }
+        }))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{RequestId, Timestamp};
+use super::{RequestId, RequestKey, TenantId, Timestamp};
 use crate::csv_input::RowError;
 
 /// Lifecycle of a request, as stored in `Requests.status`.
@@ -75,6 +75,7 @@ pub struct Rejection {
 /// One upload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
+    pub tenant: TenantId,
     pub id: RequestId,
     pub status: RequestStatus,
     pub source: Source,
@@ -101,6 +102,10 @@ pub struct Request {
 }
 
 impl Request {
+    pub fn key(&self) -> RequestKey {
+        RequestKey::new(&self.tenant, &self.id)
+    }
+
     /// The exact counts once final; `None` while running.
     pub fn final_tally(&self) -> Option<Tally> {
         self.status
@@ -142,6 +147,8 @@ impl Tally {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProgressShard {
+    #[serde(rename = "tenantId")]
+    pub tenant: TenantId,
     pub request_id: RequestId,
     pub shard: i64,
     /// Images dealt to this counter.
@@ -154,14 +161,20 @@ impl ProgressShard {
         self.done >= self.expected
     }
 
-    /// The counters of a request of `images` images dealt over `shards` counters (the first ones get one more).
-    pub fn deal(id: &RequestId, images: i64, shards: i64) -> Vec<ProgressShard> {
-        let shards = shards.max(1);
-        (0..shards)
-            .map(|shard| ProgressShard {
-                request_id: id.clone(),
+    /// The `shards` counters of a request whose images are dealt to them as `jobs` are: each counter expects every
+    /// position of the jobs dealt to it.
+    pub fn for_jobs(key: &RequestKey, jobs: &[super::ImageJob], shards: i64) -> Vec<ProgressShard> {
+        let mut expected = vec![0_i64; shards.max(1) as usize];
+        for job in jobs {
+            expected[job.shard as usize] += 1 + job.also.len() as i64;
+        }
+        (0..)
+            .zip(expected)
+            .map(|(shard, expected)| ProgressShard {
+                tenant: key.tenant.clone(),
+                request_id: key.id.clone(),
                 shard,
-                expected: images / shards + i64::from(shard < images % shards),
+                expected,
                 done: 0,
             })
             .collect()
@@ -251,4 +264,34 @@ pub struct DailyImages {
     pub day: String,
     pub processed: i64,
     pub failed: i64,
+}
+
+/// Which requests a report covers: one tenant's, or (the admin scope) every tenant's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visible {
+    Tenant(TenantId),
+    AllTenants,
+}
+
+/// A tenant's limits, each `None` where the deployment's default (`Config`) applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaOverrides {
+    pub max_images_per_request: Option<i64>,
+    pub max_open_requests: Option<i64>,
+    pub max_queued_images: Option<i64>,
+}
+
+/// One tenant (`Tenants`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub created_at: Timestamp,
+    pub quotas: QuotaOverrides,
+}
+
+/// What a tenant has running: the requests not final yet, and the images they hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub open_requests: i64,
+    pub queued_images: i64,
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{RequestId, Timestamp};
+use super::{RequestId, RequestKey, TenantId, Timestamp};
 use crate::failure::FailureReason;
 
 /// State of one image of a row.
@@ -69,6 +69,21 @@ impl ImageSlot {
         }
     }
 
+    /// How the image ended, once it is settled (an image failed before reasons were stored counts as
+    /// `processing_failed`).
+    pub fn result(&self) -> Option<ImageResult> {
+        match self.state {
+            ImageState::Pending => None,
+            ImageState::Succeeded => Some(ImageResult::Succeeded {
+                output_key: self.output_key.clone().unwrap_or_default(),
+                output_url: self.output_url.clone().unwrap_or_default(),
+            }),
+            ImageState::Failed => {
+                Some(ImageResult::Failed { reason: self.reason.unwrap_or(FailureReason::ProcessingFailed) })
+            }
+        }
+    }
+
     /// What a caller is told about a failed image: its reason's message (documents written before reasons
     /// existed keep their stored text).
     pub fn failure_message(&self) -> &str {
@@ -100,6 +115,7 @@ impl ImageSlot {
 /// One CSV row (`RequestData`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
+    pub tenant: TenantId,
     pub request_id: RequestId,
     pub serial_number: i64,
     pub product_name: String,
@@ -117,15 +133,10 @@ pub struct Row {
 
 impl Row {
     /// A new row of `urls`, every image pending.
-    pub fn new(
-        request_id: RequestId,
-        serial_number: i64,
-        product_name: String,
-        urls: Vec<String>,
-        at: Timestamp,
-    ) -> Self {
+    pub fn new(key: &RequestKey, serial_number: i64, product_name: String, urls: Vec<String>, at: Timestamp) -> Self {
         Self {
-            request_id,
+            tenant: key.tenant.clone(),
+            request_id: key.id.clone(),
             serial_number,
             product_name,
             images: urls.iter().map(|_| ImageSlot::pending()).collect(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ImageJob, RequestId};
+use crate::domain::{ImageJob, RequestId, RequestKey, TenantId};
 use crate::error::Result;
 
 /// An object read with a byte cap ([`BlobStore::get_bounded`]).
@@ -68,19 +68,26 @@ pub struct WebhookDelivery {
     /// Sent as the `Webhook-Id` header: the same for every attempt and every copy of the delivery, so that a
     /// receiver can de-duplicate.
     pub webhook_id: String,
+    pub tenant: TenantId,
     pub request_id: RequestId,
 }
 
 impl WebhookDelivery {
-    pub const SCHEMA: u32 = 1;
+    /// 2: the tenant (1 had none).
+    pub const SCHEMA: u32 = 2;
 
-    /// The delivery of `id`'s final-status webhook (one per request: its id is derived from the request's).
-    pub fn of(id: &RequestId) -> Self {
+    /// The delivery of a request's final-status webhook (one per request: its id is derived from the request's).
+    pub fn of(key: &RequestKey) -> Self {
         Self {
             schema: Self::SCHEMA,
-            webhook_id: RequestId::derived_from(&format!("webhook:{id}")).to_string(),
-            request_id: id.clone(),
+            webhook_id: RequestId::derived_from(&format!("webhook:{}:{}", key.tenant, key.id)).to_string(),
+            tenant: key.tenant.clone(),
+            request_id: key.id.clone(),
         }
+    }
+
+    pub fn key(&self) -> RequestKey {
+        RequestKey::new(&self.tenant, &self.request_id)
     }
 }
 

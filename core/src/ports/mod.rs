@@ -8,7 +8,8 @@
 //! | [`RowStore`] | a request's rows and the exactly-once settlement of each image | `RequestData` |
 //! | [`ProgressStore`] | the request's progress counters | `RequestProgress` |
 //! | [`WebhookLog`] | a request's webhook delivery record | `Requests.webhook` |
-//! | [`ReportStore`] | reports across requests | `Requests` |
+//! | [`ReportStore`] | reports across requests, of one tenant or of all | `Requests` |
+//! | [`TenantStore`] | tenants, their quotas and upload lock, idempotency keys | `Tenants`, `IdempotencyKeys` |
 //! | [`SweepStore`] | the sweeper's view across all requests (a system role) | `Requests` |
 //! | [`BlobStore`] | objects | S3 |
 //! | [`JobQueue`], [`DeliveryQueue`] | image jobs, webhook deliveries | SQS |
@@ -20,7 +21,7 @@ mod messaging;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 
-pub use documents::{ProgressStore, ReportStore, RequestStore, RowStore, SweepStore, WebhookLog};
+pub use documents::{ProgressStore, ReportStore, RequestStore, RowStore, SweepStore, TenantStore, WebhookLog};
 pub use messaging::{BlobStore, Bounded, DeliveryQueue, JobQueue, WebhookDelivery};
 
 use crate::domain::Timestamp;

@@ -59,24 +59,26 @@ impl Deliverer<'_> {
     /// Makes one attempt at `message`'s delivery. `Err`: the attempt could not be made or recorded (the message
     /// is retried by the queue's own visibility timeout).
     pub async fn attempt(&self, message: &Received) -> Result<Attempted> {
-        let id = &message.delivery.request_id;
+        let key = message.delivery.key();
+        let id = &key;
         let Some(request) = self.requests.get_request(id).await? else {
-            tracing::warn!(requestId = %id, "webhook delivery of an unknown request; dropped");
+            tracing::warn!(tenant = %id.tenant, requestId = %id.id, "webhook delivery of an unknown request; dropped");
             return Ok(Attempted::Skipped);
         };
         let Some(hook) = request.webhook.as_ref().filter(|w| w.state == WebhookState::Queued) else {
-            tracing::info!(requestId = %id, "webhook delivery already settled (or never queued); dropped");
+            tracing::info!(tenant = %id.tenant, requestId = %id.id, "webhook delivery already settled (or never queued); dropped");
             return Ok(Attempted::Skipped);
         };
         let secret = self.config.webhook_secret.as_ref().ok_or_else(|| {
             Error::Config("a webhook is queued but IMGPIPE_WEBHOOK_SECRET is not set for the delivery handler".into())
         })?;
+        let tenant_key = webhook::tenant_key(secret.expose().as_bytes(), &request.tenant);
         let body = self.payload(&request).to_string().into_bytes();
         let sent_at = self.clock.now();
         let headers = [
             (webhook::WEBHOOK_ID, message.delivery.webhook_id.clone()),
-            (webhook::SIGNATURE, webhook::signature(secret.expose().as_bytes(), sent_at.millis() / 1000, &body)),
-            (webhook::REQUEST_ID, id.to_string()),
+            (webhook::SIGNATURE, webhook::signature(tenant_key.as_bytes(), sent_at.millis() / 1000, &body)),
+            (webhook::REQUEST_ID, key.id.to_string()),
         ];
         let (status, error) = match crate::domain::ImageUrl::parse(&hook.url) {
             Err(e) => (None, Some(format!("invalid webhook URL: {e}"))),
@@ -86,7 +88,7 @@ impl Deliverer<'_> {
                 // The caller reads the attempts: the reason's message only, the detail goes to the log.
                 Err(e) => {
                     let failure = e.failure();
-                    tracing::warn!(requestId = %id, reason = failure.reason.code(), detail = %failure.detail, "webhook call failed");
+                    tracing::warn!(tenant = %id.tenant, requestId = %id.id, reason = failure.reason.code(), detail = %failure.detail, "webhook call failed");
                     (None, Some(failure.reason.message().to_string()))
                 }
             },
@@ -95,19 +97,19 @@ impl Deliverer<'_> {
         self.webhooks.record_attempt(id, &WebhookAttempt { at, status, error: error.clone() }).await?;
         let attempt = message.receive_count;
         if error.is_none() {
-            tracing::info!(requestId = %id, attempt, "webhook delivered");
+            tracing::info!(tenant = %id.tenant, requestId = %id.id, attempt, "webhook delivered");
             self.webhooks.settle_delivery(id, WebhookState::Delivered, at).await?;
             return Ok(Attempted::Delivered);
         }
         let horizon = Duration::from_secs(self.config.webhook_horizon_secs);
         let since = hook.queued_at.unwrap_or(at);
         if at.since(since) >= horizon {
-            tracing::warn!(requestId = %id, attempt, error = error.as_deref(), "webhook failed for good");
+            tracing::warn!(tenant = %id.tenant, requestId = %id.id, attempt, error = error.as_deref(), "webhook failed for good");
             self.webhooks.settle_delivery(id, WebhookState::Failed, at).await?;
             return Ok(Attempted::GaveUp);
         }
         let delay = backoff(self.config, attempt);
-        tracing::warn!(requestId = %id, attempt, error = error.as_deref(), retry_in_s = delay.as_secs(), "webhook attempt failed");
+        tracing::warn!(tenant = %id.tenant, requestId = %id.id, attempt, error = error.as_deref(), retry_in_s = delay.as_secs(), "webhook attempt failed");
         self.deliveries.postpone(&message.receipt_handle, delay).await?;
         Ok(Attempted::RetryIn(delay))
     }
@@ -115,6 +117,7 @@ impl Deliverer<'_> {
     /// The JSON summary of a final request.
     fn payload(&self, request: &Request) -> serde_json::Value {
         let id = &request.id;
+        let _ = &request.tenant;
         let tally = request.final_tally().unwrap_or_default();
         json!({
             "event": format!("request.{}", request.status.as_str()),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::csv_output::write_csv;
-use crate::domain::{Finalisation, Request, RequestId, RequestStatus, Row, output_csv_key};
+use crate::domain::{Finalisation, Request, RequestKey, RequestStatus, Row, output_csv_key};
 use crate::error::{Error, Result};
 use crate::fault::Faults;
 use crate::ports::{BlobStore, Clock, DeliveryQueue, RequestStore, RowStore, WebhookDelivery};
@@ -21,7 +21,7 @@ use crate::ports::{BlobStore, Clock, DeliveryQueue, RequestStore, RowStore, Webh
 pub const ROWS_PER_PAGE: i64 = 1000;
 
 /// Every row of a request in serial order, read page by page.
-pub async fn all_rows(rows: &dyn RowStore, id: &RequestId) -> Result<Vec<Row>> {
+pub async fn all_rows(rows: &dyn RowStore, id: &RequestKey) -> Result<Vec<Row>> {
     let mut all = Vec::new();
     let mut after = None;
     loop {
@@ -54,14 +54,15 @@ impl Finaliser<'_> {
         if request.status.is_final() {
             return Ok(false);
         }
-        let id = &request.id;
+        let key = request.key();
+        let id = &key;
         let tally = self.rows.tally(id).await?;
         if tally.settled < request.total_images {
             return Ok(false);
         }
         let lease = Duration::from_secs(self.config.finalise_lease_secs);
         if !self.requests.claim_finalisation(id, self.clock.now(), lease).await? {
-            tracing::info!(requestId = %id, "another finaliser holds this request");
+            tracing::info!(tenant = %id.tenant, requestId = %id.id, "another finaliser holds this request");
             return Ok(false);
         }
         let fin = Finalisation {
@@ -82,7 +83,7 @@ impl Finaliser<'_> {
         };
         if won {
             tracing::info!(
-                requestId = %id,
+                tenant = %id.tenant, requestId = %id.id,
                 status = fin.status.as_str(),
                 succeeded = tally.succeeded(),
                 failed = tally.failed,
@@ -96,7 +97,7 @@ impl Finaliser<'_> {
         Ok(won)
     }
 
-    async fn write(&self, id: &RequestId, fin: &Finalisation) -> Result<bool> {
+    async fn write(&self, id: &RequestKey, fin: &Finalisation) -> Result<bool> {
         self.faults.check("finalise.after_claim")?;
         let rows = all_rows(self.rows, id).await?;
         let csv = write_csv(&rows).map_err(|e| Error::Corrupt(format!("output CSV: {e}")))?;

@@ -179,7 +179,8 @@ async fn world(template: &App, images: usize) -> (World, Vec<ImageJob>) {
         csv.push_str(&format!("{n},P{n},https://img.example.com/{n}.jpg\n"));
     }
     let webhook = crate::domain::ImageUrl::parse("https://hooks.example.com/x").unwrap();
-    app.ingest().upload(csv.as_bytes(), None, Some(webhook)).await.unwrap();
+    let tenant = crate::domain::TenantId::parse("acme").unwrap();
+    app.ingest().upload(&tenant, csv.as_bytes(), None, Some(webhook)).await.unwrap();
     let jobs = queues.jobs();
     (World { app, store, blobs, queues, clock, scheduler }, jobs)
 }
@@ -273,7 +274,8 @@ async fn recover(world: &World, deliveries: &[ImageJob], unfinished: &[bool]) {
 /// The delivery handler, reduced to its record: each queued delivery is attempted and delivered.
 async fn deliver_queued(world: &World) {
     for delivery in world.queues.deliveries() {
-        let id = &delivery.request_id;
+        let key = delivery.key();
+        let id = &key;
         let now = world.clock.now();
         world
             .app
@@ -286,7 +288,7 @@ async fn deliver_queued(world: &World) {
 }
 
 async fn check(world: &World, images: usize, faulted: bool) {
-    let ids: Vec<_> = world.queues.jobs().iter().map(|j| j.request_id.clone()).collect();
+    let ids: Vec<_> = world.queues.jobs().iter().map(|j| j.key()).collect();
     let id = &ids[0];
     let request = world.app.requests.get_request(id).await.unwrap().unwrap();
     assert_eq!(request.status, RequestStatus::Completed, "one final status");

@@ -60,7 +60,7 @@ impl Worker<'_> {
     /// Processes one job. `Err` means "retry later" (the message goes back to the queue); permanent problems
     /// with the image itself are recorded on the image and return `Ok`.
     pub async fn process_job(&self, job: &ImageJob) -> Result<Processed> {
-        let span = tracing::info_span!("image", requestId = %job.request_id, serialNumber = job.serial_number, index = job.index);
+        let span = tracing::info_span!("image", tenant = %job.tenant, requestId = %job.request_id, serialNumber = job.serial_number, index = job.index);
         self.process(job).instrument(span).await
     }
 
@@ -70,9 +70,10 @@ impl Worker<'_> {
             .images
             .get(job.index as usize)
             .ok_or_else(|| Error::Corrupt(format!("row {} has no image {}", job.serial_number, job.index)))?;
-        if slot.state != ImageState::Pending {
+        if let Some(result) = slot.result() {
+            // Settled by an earlier delivery: its further positions (if it died between them) get the same result.
             tracing::info!(state = slot.state.as_str(), "image already settled; reconciling");
-            self.advance(job, row).await?;
+            self.record(job, &result).await?;
             return Ok(Processed::AlreadySettled);
         }
         let result = match self.compress_from_url(job).await {
@@ -97,15 +98,22 @@ impl Worker<'_> {
     }
 
     async fn row(&self, job: &ImageJob) -> Result<Row> {
-        self.rows
-            .get_row(&job.request_id, job.serial_number)
-            .await?
-            .ok_or_else(|| Error::NotFound(job.request_id.clone()))
+        self.rows.get_row(&job.key(), job.serial_number).await?.ok_or_else(|| Error::NotFound(job.request_id.clone()))
     }
 
-    /// Records how an image ended (its output is already stored): settles its slot exactly once, counts it,
-    /// and finalises the request if it was the last one. Idempotent: a redelivery reconciles, changing nothing.
+    /// Records how an image ended (its output is already stored) at every position of the job: settles each
+    /// position's slot exactly once, counts it, and finalises the request after its last image. Idempotent: a
+    /// redelivery reconciles, changing nothing. The outcome is the first position's.
     pub async fn record(&self, job: &ImageJob, result: &ImageResult) -> Result<Processed> {
+        let mut first = None;
+        for position in job.positions() {
+            let outcome = self.record_at(&job.at(position), result).await?;
+            first.get_or_insert(outcome);
+        }
+        Ok(first.unwrap_or(Processed::AlreadySettled))
+    }
+
+    async fn record_at(&self, job: &ImageJob, result: &ImageResult) -> Result<Processed> {
         match self.rows.settle_image(job, result).await? {
             Some(row) => {
                 tracing::info!(state = result.state().as_str(), "image settled");
@@ -152,7 +160,8 @@ impl Worker<'_> {
 
     /// Everything after the image's slot is settled; idempotent, so any delivery of the job may run it.
     async fn advance(&self, job: &ImageJob, row: Row) -> Result<()> {
-        let id = &job.request_id;
+        let key = job.key();
+        let id = &key;
         if row.is_settled() && row.completed_at.is_none() {
             self.rows.complete_row(id, job.serial_number, &row.output_urls(), self.clock.now()).await?;
         }
@@ -179,7 +188,7 @@ impl Worker<'_> {
         if !all.iter().all(ProgressShard::is_complete) {
             return Ok(());
         }
-        let request = self.requests.get_request(id).await?.ok_or_else(|| Error::NotFound(id.clone()))?;
+        let request = self.requests.get_request(id).await?.ok_or_else(|| Error::NotFound(id.id.clone()))?;
         if all.len() as i64 >= request.progress_shards {
             self.finaliser.finalise_if_done(&request).await?;
         }

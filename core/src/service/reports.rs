@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::cursor;
-use crate::domain::{DailyImages, ListFilter, RequestId, RequestStatus, Timestamp};
+use crate::domain::{DailyImages, ListFilter, RequestId, RequestStatus, TenantId, Timestamp, Visible};
 use crate::error::{Error, Result};
 use crate::ports::{Clock, ReportStore};
 
@@ -11,6 +11,8 @@ use crate::ports::{Clock, ReportStore};
 #[serde(rename_all = "camelCase")]
 pub struct RequestSummary {
     pub request_id: RequestId,
+    /// Whose request it is (an admin's list holds several tenants').
+    pub tenant: TenantId,
     pub status: RequestStatus,
     pub created_at: String,
     pub completed_at: Option<String>,
@@ -61,7 +63,7 @@ pub struct Reports<'a> {
 
 impl Reports<'_> {
     /// `GET /requests`: newest first, filtered by status and creation time, paginated by an opaque cursor.
-    pub async fn list_requests(&self, query: ListQuery<'_>) -> Result<RequestList> {
+    pub async fn list_requests(&self, visible: &Visible, query: ListQuery<'_>) -> Result<RequestList> {
         let status = query
             .status
             .map(|s| {
@@ -82,7 +84,7 @@ impl Reports<'_> {
             return Err(Error::BadRequest("limit must be between 1 and 500".into()));
         }
         let after = query.cursor.map(cursor::parse_requests).transpose()?;
-        let mut found = self.reports.list_requests(&filter, after, limit + 1).await?;
+        let mut found = self.reports.list_requests(visible, &filter, after, limit + 1).await?;
         let next_cursor = if found.len() as i64 > limit {
             found.truncate(limit as usize);
             found.last().map(|r| cursor::requests_after(r.created_at, &r.id))
@@ -102,6 +104,7 @@ impl Reports<'_> {
                     succeeded_images: tally.map(|t| t.succeeded()),
                     failed_images: tally.map(|t| t.failed),
                     request_id: r.id,
+                    tenant: r.tenant,
                 }
             })
             .collect();
@@ -109,7 +112,7 @@ impl Reports<'_> {
     }
 
     /// `GET /stats`: requests per status and images finished per day over the last `days` days (UTC).
-    pub async fn stats(&self, days: Option<i64>) -> Result<Stats> {
+    pub async fn stats(&self, visible: &Visible, days: Option<i64>) -> Result<Stats> {
         let days = days.unwrap_or(30);
         if !(1..=366).contains(&days) {
             return Err(Error::BadRequest("days must be between 1 and 366".into()));
@@ -117,10 +120,10 @@ impl Reports<'_> {
         let since = self.clock.now().minus(std::time::Duration::from_secs((days as u64 - 1) * 86_400)).day();
         let mut requests_by_status: std::collections::BTreeMap<String, i64> =
             RequestStatus::ALL.iter().map(|s| (s.as_str().to_string(), 0)).collect();
-        for (status, n) in self.reports.count_by_status().await? {
+        for (status, n) in self.reports.count_by_status(visible).await? {
             *requests_by_status.entry(status.as_str().to_string()).or_default() += n;
         }
-        let daily = self.reports.daily_images(&since).await?;
+        let daily = self.reports.daily_images(visible, &since).await?;
         Ok(Stats { requests_by_status, daily, since })
     }
 }

@@ -7,7 +7,7 @@ use super::finalise::all_rows;
 use super::urls::Urls;
 use crate::csv_input::RowError;
 use crate::csv_output::write_csv_with;
-use crate::domain::{ImageState, Request, RequestId, RequestStatus, Row, Tally};
+use crate::domain::{ImageState, Request, RequestId, RequestKey, RequestStatus, Row, Tally};
 use crate::error::{Error, Result};
 use crate::failure::FailureReason;
 use crate::ports::{RequestStore, RowStore};
@@ -93,8 +93,8 @@ pub struct StatusReader<'a> {
 }
 
 impl StatusReader<'_> {
-    async fn load(&self, id: &RequestId) -> Result<Request> {
-        self.requests.get_request(id).await?.ok_or_else(|| Error::NotFound(id.clone()))
+    async fn load(&self, id: &RequestKey) -> Result<Request> {
+        self.requests.get_request(id).await?.ok_or_else(|| Error::NotFound(id.id.clone()))
     }
 
     async fn row_view(&self, row: Row) -> Result<RowView> {
@@ -121,7 +121,12 @@ impl StatusReader<'_> {
     }
 
     /// The status of a request with one page of its rows.
-    pub async fn request_status(&self, id: &RequestId, cursor: Option<&str>, limit: Option<i64>) -> Result<StatusView> {
+    pub async fn request_status(
+        &self,
+        id: &RequestKey,
+        cursor: Option<&str>,
+        limit: Option<i64>,
+    ) -> Result<StatusView> {
         let after = cursor.map(cursor::parse_rows).transpose()?;
         let limit = limit.unwrap_or(DEFAULT_PAGE);
         if !(1..=MAX_PAGE).contains(&limit) {
@@ -144,7 +149,7 @@ impl StatusReader<'_> {
             views.push(self.row_view(row).await?);
         }
         let output_csv_url = match (&request.output_csv_key, request.status.is_final()) {
-            (Some(_), true) => Some(self.urls.api(&format!("/requests/{id}/output.csv"))),
+            (Some(_), true) => Some(self.urls.api(&format!("/requests/{}/output.csv", id.id))),
             _ => None,
         };
         let rejection = request.rejection.unwrap_or_default();
@@ -167,10 +172,10 @@ impl StatusReader<'_> {
     /// URL the stored CSV already has them; otherwise it is rebuilt with fresh presigned URLs (stored URLs of a
     /// private bucket cannot be opened, and URLs presigned by a Lambda role expire with its session). Over the
     /// inline limit it is a redirect to the stored CSV, presigned.
-    pub async fn output_csv(&self, id: &RequestId) -> Result<CsvDownload> {
+    pub async fn output_csv(&self, id: &RequestKey) -> Result<CsvDownload> {
         let request = self.load(id).await?;
         let Some(key) = request.output_csv_key.as_deref().filter(|_| request.status.is_final()) else {
-            return Err(Error::NotReady(id.clone()));
+            return Err(Error::NotReady(id.id.clone()));
         };
         let bucket = &self.urls.config.outputs_bucket;
         let csv = if self.urls.config.output_base_url.is_some() {

@@ -62,16 +62,16 @@ impl Sweeper<'_> {
             for request in &page {
                 report.examined += 1;
                 if let Err(e) = self.repair(request, &mut report).await {
-                    tracing::warn!(requestId = %request.id, error = %e, "sweep could not repair the request");
+                    tracing::warn!(tenant = %request.tenant, requestId = %request.id, error = %e, "sweep could not repair the request");
                     report.errors += 1;
                 }
             }
         }
         let quiet = Duration::from_secs(self.config.webhook_stall_secs);
         for request in self.sweep.stalled_webhooks(now.minus(quiet), PAGE).await? {
-            tracing::warn!(requestId = %request.id, "webhook delivery went quiet; queueing it again");
-            self.deliveries.enqueue(&WebhookDelivery::of(&request.id)).await?;
-            self.webhooks.touch_delivery(&request.id, now).await?;
+            tracing::warn!(tenant = %request.tenant, requestId = %request.id, "webhook delivery went quiet; queueing it again");
+            self.deliveries.enqueue(&WebhookDelivery::of(&request.key())).await?;
+            self.webhooks.touch_delivery(&request.key(), now).await?;
             report.webhooks_requeued += 1;
         }
         if report != (SweepReport { examined: report.examined, ..SweepReport::default() }) {
@@ -82,7 +82,7 @@ impl Sweeper<'_> {
 
     async fn repair(&self, request: &Request, report: &mut SweepReport) -> Result<()> {
         if request.enqueued_at.is_none() {
-            tracing::warn!(requestId = %request.id, "ingestion never finished; resuming it");
+            tracing::warn!(tenant = %request.tenant, requestId = %request.id, "ingestion never finished; resuming it");
             self.ingest.resume(request).await?;
             report.resumed += 1;
             return Ok(());
@@ -90,7 +90,7 @@ impl Sweeper<'_> {
         // An exact recount, not the progress counters: a worker that died between settling an image and counting
         // it, and whose message was then dead-lettered, left a counter behind for good.
         if self.finaliser.finalise_if_done(request).await? {
-            tracing::warn!(requestId = %request.id, "every image was settled but nobody finalised; finalised");
+            tracing::warn!(tenant = %request.tenant, requestId = %request.id, "every image was settled but nobody finalised; finalised");
             report.finalised += 1;
         }
         Ok(())

@@ -1,9 +1,13 @@
 //! Status function: `GET /requests/{requestId}` (alias `/status/{requestId}`),
-//! `GET /requests/{requestId}/output.csv`, and the reports `GET /requests` and `GET /stats`.
+//! `GET /requests/{requestId}/output.csv`, the reports `GET /requests` and `GET /stats`, and `GET /webhook-key`.
+//!
+//! Everything is scoped to the caller's tenant: a request of another tenant is looked up under the caller's
+//! tenant, so it answers exactly as an unknown id does. A caller with `imgpipe/admin` sees every tenant's reports,
+//! or one tenant's with `?tenant=`, and reads one tenant's request with `?tenant=`.
 
 use imgpipe_core::api::{error_response, json_response};
-use imgpipe_core::auth::Identity;
-use imgpipe_core::domain::RequestId;
+use imgpipe_core::auth::{Identity, Scope, TenantId};
+use imgpipe_core::domain::{RequestId, RequestKey, Visible};
 use imgpipe_core::service::reports::ListQuery;
 use imgpipe_core::service::status::CsvDownload;
 use imgpipe_core::{App, Error};
@@ -15,6 +19,7 @@ enum Route {
     OutputCsv(RequestId),
     List,
     Stats,
+    WebhookKey,
 }
 
 /// Finds the route from the path's last segments, so a stage prefix (`/prod/requests/…`) is harmless.
@@ -24,11 +29,15 @@ fn route(req: &Request) -> Result<Route, Error> {
     let (id, csv) = match segments.as_slice() {
         [.., "requests", id, "output.csv"] => (id, true),
         [.., "requests" | "status", id] if !id.is_empty() => (id, false),
-        [.., "requests"] | [.., "stats"] => {
+        [.., last @ ("requests" | "stats" | "webhook-key")] => {
             if req.method() != Method::GET {
                 return Err(Error::MethodNotAllowed("GET"));
             }
-            return Ok(if segments.last() == Some(&"stats") { Route::Stats } else { Route::List });
+            return Ok(match *last {
+                "stats" => Route::Stats,
+                "webhook-key" => Route::WebhookKey,
+                _ => Route::List,
+            });
         }
         _ => return Err(no_route()),
     };
@@ -48,7 +57,30 @@ fn url_form_pairs(query: &str) -> impl Iterator<Item = (std::borrow::Cow<'_, str
     form_urlencoded::parse(query.as_bytes())
 }
 
-async fn respond(app: &App, req: &Request, _identity: &Identity) -> Result<Response<Body>, Error> {
+/// Whose data a call reads: an admin names a tenant with `?tenant=` (or, for reports, sees all without it); anyone
+/// else reads their own, and naming another tenant is refused.
+fn scope(req: &Request, identity: &Identity) -> Result<Visible, Error> {
+    let named = query_param(req, "tenant")
+        .map(|t| TenantId::parse(&t).map_err(|e| Error::BadRequest(format!("tenant: {e}"))))
+        .transpose()?;
+    let admin = identity.scopes.contains(&Scope::Admin);
+    match named {
+        Some(tenant) if admin || tenant == identity.tenant => Ok(Visible::Tenant(tenant)),
+        Some(_) => Err(Error::Forbidden("?tenant= names another tenant: that needs the imgpipe/admin scope".into())),
+        None if admin => Ok(Visible::AllTenants),
+        None => Ok(Visible::Tenant(identity.tenant.clone())),
+    }
+}
+
+/// The request `id` of the tenant a call reads (the caller's own, or the admin's `?tenant=`).
+fn request_key(req: &Request, identity: &Identity, id: &RequestId) -> Result<RequestKey, Error> {
+    Ok(match scope(req, identity)? {
+        Visible::Tenant(tenant) => RequestKey::new(&tenant, id),
+        Visible::AllTenants => RequestKey::new(&identity.tenant, id),
+    })
+}
+
+async fn respond(app: &App, req: &Request, identity: &Identity) -> Result<Response<Body>, Error> {
     let int_param = |name: &str| {
         query_param(req, name)
             .map(|l| l.parse::<i64>().map_err(|_| Error::BadRequest(format!("invalid {name} `{l}`"))))
@@ -69,12 +101,12 @@ async fn respond(app: &App, req: &Request, _identity: &Identity) -> Result<Respo
                 limit: int_param("limit")?,
                 cursor: cursor.as_deref(),
             };
-            let list = app.reports().list_requests(query).await?;
+            let list = app.reports().list_requests(&scope(req, identity)?, query).await?;
             let body = serde_json::to_value(&list).map_err(|e| Error::Corrupt(e.to_string()))?;
             Ok(json_response(StatusCode::OK, &body).map(Body::from))
         }
         Route::Stats => {
-            let stats = app.reports().stats(int_param("days")?).await?;
+            let stats = app.reports().stats(&scope(req, identity)?, int_param("days")?).await?;
             let body = serde_json::to_value(&stats).map_err(|e| Error::Corrupt(e.to_string()))?;
             Ok(json_response(StatusCode::OK, &body).map(Body::from))
         }
@@ -83,11 +115,11 @@ async fn respond(app: &App, req: &Request, _identity: &Identity) -> Result<Respo
                 .map(|l| l.parse::<i64>().map_err(|_| Error::BadRequest(format!("invalid limit `{l}`"))))
                 .transpose()?;
             let cursor = query_param(req, "cursor");
-            let view = app.status().request_status(&id, cursor.as_deref(), limit).await?;
+            let view = app.status().request_status(&request_key(req, identity, &id)?, cursor.as_deref(), limit).await?;
             let body = serde_json::to_value(&view).map_err(|e| Error::Corrupt(e.to_string()))?;
             Ok(json_response(StatusCode::OK, &body).map(Body::from))
         }
-        Route::OutputCsv(id) => match app.status().output_csv(&id).await? {
+        Route::OutputCsv(id) => match app.status().output_csv(&request_key(req, identity, &id)?).await? {
             CsvDownload::Inline(csv) => Ok(Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "text/csv; charset=utf-8")
@@ -100,6 +132,11 @@ async fn respond(app: &App, req: &Request, _identity: &Identity) -> Result<Respo
                 .body(Body::Empty)
                 .expect("static headers are valid")),
         },
+        Route::WebhookKey => {
+            let body = serde_json::to_value(imgpipe_core::webhook::key_view(&app.config, &identity.tenant)?)
+                .map_err(|e| Error::Corrupt(e.to_string()))?;
+            Ok(json_response(StatusCode::OK, &body).map(Body::from))
+        }
     }
 }
 

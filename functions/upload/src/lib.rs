@@ -1,8 +1,8 @@
 //! Upload function:
 //! - `POST /uploads` with a CSV body (`text/csv`) or a multipart form field `file`, optional `Idempotency-Key`;
 //! - `POST /uploads/presign` with `{"size": N}` (bytes): a presigned PUT URL for exactly N bytes into the uploads
-//!   bucket's `incoming/` prefix, for large files;
-//! - S3 `ObjectCreated` events for `incoming/*.csv`.
+//!   bucket's `incoming/{tenant}/` prefix, for large files;
+//! - S3 `ObjectCreated` events for `incoming/{tenant}/*.csv`.
 //!
 //! One Lambda function serves the API and the bucket trigger: [`handle_event`] tells the two payloads apart.
 //! API requests carry the caller's identity (`imgpipe_identity`); bucket events have none.
@@ -12,7 +12,7 @@ pub mod s3;
 use bytes::Bytes;
 use imgpipe_core::api::{error_response, json_response};
 use imgpipe_core::auth::Identity;
-use imgpipe_core::domain::ImageUrl;
+use imgpipe_core::domain::{ImageUrl, RequestId, RequestKey};
 use imgpipe_core::service::ingest::Accepted;
 use imgpipe_core::{App, Error};
 use lambda_http::http::{Method, StatusCode, header};
@@ -55,7 +55,7 @@ pub async fn handle(app: &App, req: Request) -> Response<Body> {
     }
 }
 
-async fn upload(app: &App, req: &Request, _identity: &Identity) -> Result<Accepted, Error> {
+async fn upload(app: &App, req: &Request, identity: &Identity) -> Result<Accepted, Error> {
     if !req.uri().path().trim_end_matches('/').ends_with("/uploads") {
         return Err(Error::NoRoute(format!("{} {}", req.method(), req.uri().path())));
     }
@@ -99,7 +99,7 @@ async fn upload(app: &App, req: &Request, _identity: &Identity) -> Result<Accept
     let webhook = query_param(req, "webhook")
         .map(|w| ImageUrl::parse(&w).map_err(|e| Error::BadRequest(format!("webhook: {e}"))))
         .transpose()?;
-    app.ingest().upload(&csv, idempotency_key.as_deref(), webhook).await
+    app.ingest().upload(&identity.tenant, &csv, idempotency_key.as_deref(), webhook).await
 }
 
 /// The body of `POST /uploads/presign`.
@@ -112,7 +112,7 @@ struct PresignRequest {
 
 /// `POST /uploads/presign`: where to PUT a CSV too large for the API; it is ingested when it lands. The size is
 /// declared first and refused over `IMGPIPE_MAX_DROPPED_CSV_BYTES`, before any byte is uploaded.
-async fn presign(app: &App, req: &Request, _identity: &Identity) -> Result<serde_json::Value, Error> {
+async fn presign(app: &App, req: &Request, identity: &Identity) -> Result<serde_json::Value, Error> {
     if req.method() != Method::POST {
         return Err(Error::MethodNotAllowed("POST"));
     }
@@ -125,8 +125,10 @@ async fn presign(app: &App, req: &Request, _identity: &Identity) -> Result<serde
     if body.size > max {
         return Err(Error::PayloadTooLarge(format!("the file is {} bytes; the limit is {max} bytes", body.size)));
     }
-    let id = imgpipe_core::domain::RequestId::new();
-    let key = imgpipe_core::domain::presigned_upload_key(&id);
+    app.ingest().check_presign(&identity.tenant).await?;
+    let request = RequestKey::new(&identity.tenant, &RequestId::new());
+    let key = imgpipe_core::domain::presigned_upload_key(&request);
+    let id = request.id;
     let expires_in = app.config.url_expiry_secs;
     let url = app
         .blobs

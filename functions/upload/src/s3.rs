@@ -1,7 +1,11 @@
-//! The bucket trigger: CSVs created under `incoming/` are ingested, and the Lambda event envelope is dispatched.
+//! The bucket trigger: CSVs created under `incoming/{tenant}/` are ingested as that tenant's, and the Lambda event
+//! envelope is dispatched. The prefix is trusted because only two kinds of writer reach it: presigned PUTs, whose
+//! key the API signed with the caller's tenant, and the deployer's own IAM principals. A tenant must be known
+//! (registered by `imgpipe-admin tenant`, or by its first upload or presign) so a mistyped prefix is not a new
+//! tenant.
 
 use aws_lambda_events::event::s3::{S3Event, S3EventRecord};
-use imgpipe_core::domain::INCOMING_PREFIX;
+use imgpipe_core::domain::{INCOMING_PREFIX, dropped_tenant};
 use imgpipe_core::ports::Bounded;
 use imgpipe_core::{App, Error};
 use lambda_http::request::LambdaRequest;
@@ -14,7 +18,7 @@ pub fn decode_key(raw: &str) -> String {
     percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
 }
 
-/// Ingests every `ObjectCreated` record for `incoming/*.csv`; others are logged and skipped. An `Err` makes
+/// Ingests every `ObjectCreated` record for `incoming/{tenant}/*.csv`; others are logged and skipped. An `Err` makes
 /// Lambda retry the event, which is safe: a repeated record maps to the same request id and creates nothing twice.
 pub async fn handle_s3(app: &App, event: S3Event) -> Result<usize, Error> {
     let mut ingested = 0;
@@ -37,6 +41,14 @@ async fn ingest_record(app: &App, record: &S3EventRecord) -> Result<bool, Error>
         tracing::info!(bucket, key, event = record.event_name.as_deref(), "not a new incoming CSV; skipped");
         return Ok(false);
     }
+    let Some(tenant) = dropped_tenant(&key) else {
+        tracing::warn!(bucket, key, "dropped CSV outside incoming/{{tenant}}/; skipped (nobody to bill it to)");
+        return Ok(false);
+    };
+    if app.tenants.get_tenant(&tenant).await?.is_none() {
+        tracing::warn!(bucket, key, tenant = %tenant, "dropped CSV of an unknown tenant; skipped");
+        return Ok(false);
+    }
     let version = record
         .s3
         .object
@@ -56,17 +68,17 @@ async fn ingest_record(app: &App, record: &S3EventRecord) -> Result<bool, Error>
         _ => app.blobs.get_bounded(bucket, &key, max, record.s3.object.e_tag.as_deref()).await?,
     };
     let accepted = match read {
-        Bounded::Body(csv) => app.ingest().dropped(bucket, &key, &version, &csv).await?,
+        Bounded::Body(csv) => app.ingest().dropped(&tenant, bucket, &key, &version, &csv).await?,
         Bounded::TooLarge(size) => {
-            app.ingest().reject_dropped(bucket, &key, &version, app.ingest().dropped_too_large(size)).await?
+            app.ingest().reject_dropped(&tenant, bucket, &key, &version, app.ingest().dropped_too_large(size)).await?
         }
         Bounded::Replaced => {
             let reason = "the object was replaced after this event (its ETag changed); the new file has its own event";
-            app.ingest().reject_dropped(bucket, &key, &version, reason.into()).await?
+            app.ingest().reject_dropped(&tenant, bucket, &key, &version, reason.into()).await?
         }
         Bounded::Missing => {
             let reason = "the object was deleted before it could be read";
-            app.ingest().reject_dropped(bucket, &key, &version, reason.into()).await?
+            app.ingest().reject_dropped(&tenant, bucket, &key, &version, reason.into()).await?
         }
     };
     tracing::info!(requestId = %accepted.request_id, status = accepted.status.as_str(), bucket, key, "dropped CSV ingested");

@@ -18,8 +18,17 @@ pub async fn handle(app: &App, event: SqsEvent) -> SqsBatchResponse {
 
 async fn handle_record(app: &App, record: SqsMessage) -> bool {
     let body = record.body.as_deref().unwrap_or_default();
-    let job: ImageJob = match serde_json::from_str(body) {
-        Ok(job) => job,
+    let job = match serde_json::from_str::<ImageJob>(body) {
+        Ok(job) if job.schema == ImageJob::SCHEMA => job,
+        Ok(job) => {
+            tracing::error!(
+                messageId = record.message_id.as_deref(),
+                schema = job.schema,
+                reads = ImageJob::SCHEMA,
+                "message of another schema; it will reach the dead-letter queue"
+            );
+            return false;
+        }
         Err(e) => {
             tracing::error!(messageId = record.message_id.as_deref(), error = %e, "unreadable message; it will reach the dead-letter queue");
             return false;

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::csv_input::RowError;
 use crate::domain::{
-    ImageSlot, ImageState, Rejection, Request, RequestId, RequestStatus, Row, Source, StoredObject, Timestamp, Webhook,
-    WebhookAttempt, WebhookState,
+    ImageSlot, ImageState, QuotaOverrides, Rejection, Request, RequestId, RequestStatus, Row, Source, StoredObject,
+    Tenant, TenantId, Timestamp, Webhook, WebhookAttempt, WebhookState,
 };
 use crate::error::{Error, Result};
 use crate::failure::FailureReason;
@@ -17,6 +17,8 @@ use crate::failure::FailureReason;
 pub const REQUESTS: &str = "Requests";
 pub const REQUEST_DATA: &str = "RequestData";
 pub const REQUEST_PROGRESS: &str = "RequestProgress";
+pub const TENANTS: &str = "Tenants";
+pub const IDEMPOTENCY_KEYS: &str = "IdempotencyKeys";
 
 pub fn bson_date(t: Timestamp) -> DateTime {
     DateTime::from_millis(t.millis())
@@ -34,6 +36,8 @@ fn corrupt(what: &str, value: &str) -> Error {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestDoc {
+    #[serde(rename = "tenantId")]
+    pub tenant: TenantId,
     pub request_id: RequestId,
     pub status: String,
     pub created_at: DateTime,
@@ -106,6 +110,7 @@ impl From<&Request> for RequestDoc {
     fn from(r: &Request) -> Self {
         let rejection = r.rejection.clone().unwrap_or_default();
         Self {
+            tenant: r.tenant.clone(),
             request_id: r.id.clone(),
             status: r.status.as_str().into(),
             created_at: bson_date(r.created_at),
@@ -166,6 +171,7 @@ impl TryFrom<RequestDoc> for Request {
         Ok(Request {
             status: RequestStatus::parse(&d.status).ok_or_else(|| corrupt("request status", &d.status))?,
             source: Source::parse(&d.source).ok_or_else(|| corrupt("request source", &d.source))?,
+            tenant: d.tenant,
             id: d.request_id,
             created_at: timestamp(d.created_at),
             completed_at: d.completed_at.map(timestamp),
@@ -208,6 +214,8 @@ pub struct SlotDoc {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RowDoc {
+    #[serde(rename = "tenantId")]
+    pub tenant: TenantId,
     pub request_id: RequestId,
     pub serial_number: i64,
     pub product_name: String,
@@ -227,6 +235,7 @@ pub struct RowDoc {
 impl From<&Row> for RowDoc {
     fn from(r: &Row) -> Self {
         Self {
+            tenant: r.tenant.clone(),
             request_id: r.request_id.clone(),
             serial_number: r.serial_number,
             product_name: r.product_name.clone(),
@@ -274,6 +283,7 @@ impl TryFrom<RowDoc> for Row {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Row {
+            tenant: d.tenant,
             request_id: d.request_id,
             serial_number: d.serial_number,
             product_name: d.product_name,
@@ -285,5 +295,35 @@ impl TryFrom<RowDoc> for Row {
             settled_images: d.settled_images,
             failed_images: d.failed_images,
         })
+    }
+}
+
+/// One tenant in `Tenants`, keyed by its id; its upload lock (`uploadLock`, `uploadLockUntil`) lives here too.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantDoc {
+    #[serde(rename = "_id")]
+    pub id: TenantId,
+    #[serde(default)]
+    pub created_at: Option<DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_images_per_request: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_open_requests: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued_images: Option<i64>,
+}
+
+impl From<TenantDoc> for Tenant {
+    fn from(d: TenantDoc) -> Self {
+        Tenant {
+            id: d.id,
+            created_at: d.created_at.map(timestamp).unwrap_or(Timestamp::from_millis(0)),
+            quotas: QuotaOverrides {
+                max_images_per_request: d.max_images_per_request,
+                max_open_requests: d.max_open_requests,
+                max_queued_images: d.max_queued_images,
+            },
+        }
     }
 }

@@ -14,17 +14,18 @@ mod progress;
 mod reports;
 mod requests;
 mod rows;
+mod tenants;
 
 use mongodb::bson::{Bson, Document};
 use mongodb::options::{DatabaseOptions, ReadPreference, SelectionCriteria, WriteConcern};
 use mongodb::{Collection, Database};
 
-pub use docs::{REQUEST_DATA, REQUEST_PROGRESS, REQUESTS};
-pub use indexes::{IndexChange, indexes, migrate};
+pub use docs::{IDEMPOTENCY_KEYS, REQUEST_DATA, REQUEST_PROGRESS, REQUESTS, TENANTS};
+pub use indexes::{IndexChange, assign_tenant, indexes, migrate};
 
 use crate::domain::ProgressShard;
 use crate::error::Result;
-use docs::{RequestDoc, RowDoc};
+use docs::{RequestDoc, RowDoc, TenantDoc};
 
 /// Every document port on one MongoDB database.
 #[derive(Clone)]
@@ -33,6 +34,7 @@ pub struct MongoStore {
     requests: Collection<RequestDoc>,
     rows: Collection<RowDoc>,
     progress: Collection<ProgressShard>,
+    tenants: Collection<TenantDoc>,
 }
 
 /// The consistency every handle of this adapter uses.
@@ -51,6 +53,7 @@ impl MongoStore {
             requests: db.collection(REQUESTS),
             rows: db.collection(REQUEST_DATA),
             progress: db.collection(REQUEST_PROGRESS),
+            tenants: db.collection(TENANTS),
             db,
         }
     }

@@ -6,9 +6,17 @@ use mongodb::bson::{Document, doc};
 
 use super::docs::{RequestDoc, bson_date};
 use super::{MongoStore, aggregate, as_i64};
-use crate::domain::{DailyImages, ListFilter, Request, RequestId, RequestStatus, Timestamp, WebhookState};
+use crate::domain::{DailyImages, ListFilter, Request, RequestId, RequestStatus, Timestamp, Visible, WebhookState};
 use crate::error::Result;
 use crate::ports::{ReportStore, SweepStore};
+
+/// The filter of what `visible` covers: one tenant's requests, or every tenant's.
+fn scope(visible: &Visible) -> Document {
+    match visible {
+        Visible::Tenant(t) => doc! {"tenantId": t.as_str()},
+        Visible::AllTenants => Document::new(),
+    }
+}
 
 async fn collect(cursor: mongodb::Cursor<RequestDoc>) -> Result<Vec<Request>> {
     let docs: Vec<RequestDoc> = cursor.try_collect().await?;
@@ -19,11 +27,12 @@ async fn collect(cursor: mongodb::Cursor<RequestDoc>) -> Result<Vec<Request>> {
 impl ReportStore for MongoStore {
     async fn list_requests(
         &self,
+        visible: &Visible,
         filter: &ListFilter,
         after: Option<(Timestamp, RequestId)>,
         limit: i64,
     ) -> Result<Vec<Request>> {
-        let mut query = Document::new();
+        let mut query = scope(visible);
         if let Some(status) = filter.status {
             query.insert("status", status.as_str());
         }
@@ -48,11 +57,12 @@ impl ReportStore for MongoStore {
         collect(cursor).await
     }
 
-    async fn count_by_status(&self) -> Result<Vec<(RequestStatus, i64)>> {
+    async fn count_by_status(&self, visible: &Visible) -> Result<Vec<(RequestStatus, i64)>> {
         // The `$match` on every status lets the planner walk the status index instead of the collection.
         let statuses: Vec<&str> = RequestStatus::ALL.iter().map(|s| s.as_str()).collect();
-        let pipeline =
-            vec![doc! {"$match": {"status": {"$in": statuses}}}, doc! {"$group": {"_id": "$status", "n": {"$sum": 1}}}];
+        let mut matched = scope(visible);
+        matched.insert("status", doc! {"$in": statuses});
+        let pipeline = vec![doc! {"$match": matched}, doc! {"$group": {"_id": "$status", "n": {"$sum": 1}}}];
         let docs = aggregate(&self.requests, pipeline).await?;
         Ok(docs
             .iter()
@@ -60,13 +70,12 @@ impl ReportStore for MongoStore {
             .collect())
     }
 
-    async fn daily_images(&self, since_day: &str) -> Result<Vec<DailyImages>> {
+    async fn daily_images(&self, visible: &Visible, since_day: &str) -> Result<Vec<DailyImages>> {
         // One accumulator per pipeline (see `tally`).
+        let mut matched = scope(visible);
+        matched.insert("completedDay", doc! {"$gte": since_day});
         let sum = |field: &str| {
-            vec![
-                doc! {"$match": {"completedDay": {"$gte": since_day}}},
-                doc! {"$group": {"_id": "$completedDay", "n": {"$sum": field}}},
-            ]
+            vec![doc! {"$match": matched.clone()}, doc! {"$group": {"_id": "$completedDay", "n": {"$sum": field}}}]
         };
         let succeeded = aggregate(&self.requests, sum("$succeededImages")).await?;
         let failed = aggregate(&self.requests, sum("$failedImages")).await?;

@@ -7,7 +7,7 @@ use mongodb::bson::doc;
 
 use super::docs::{RequestDoc, WebhookAttemptDoc, bson_date};
 use super::{MongoStore, is_duplicate_key};
-use crate::domain::{Finalisation, Request, RequestId, RequestStatus, Timestamp, WebhookAttempt, WebhookState};
+use crate::domain::{Finalisation, Request, RequestKey, RequestStatus, Timestamp, WebhookAttempt, WebhookState};
 use crate::error::{Error, Result};
 use crate::ports::{RequestStore, WebhookLog};
 
@@ -25,40 +25,40 @@ impl RequestStore for MongoStore {
         match self.requests.insert_one(RequestDoc::from(request)).await {
             Ok(_) => Ok(None),
             Err(e) if is_duplicate_key(&e) => {
-                let existing = self.get_request(&request.id).await?;
+                let existing = self.get_request(&request.key()).await?;
                 existing.map(Some).ok_or_else(|| Error::Database(format!("duplicate key but no document: {e}")))
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn get_request(&self, id: &RequestId) -> Result<Option<Request>> {
-        self.find_request(doc! {"requestId": id.as_str()}).await
+    async fn get_request(&self, key: &RequestKey) -> Result<Option<Request>> {
+        self.find_request(doc! {"tenantId": key.tenant.as_str(), "requestId": key.id.as_str()}).await
     }
 
-    async fn mark_enqueued(&self, id: &RequestId, at: Timestamp) -> Result<()> {
+    async fn mark_enqueued(&self, key: &RequestKey, at: Timestamp) -> Result<()> {
         self.requests
             .update_one(
-                doc! {"requestId": id.as_str(), "enqueuedAt": {"$exists": false}},
+                doc! {"tenantId": key.tenant.as_str(), "requestId": key.id.as_str(), "enqueuedAt": {"$exists": false}},
                 doc! {"$set": {"enqueuedAt": bson_date(at)}},
             )
             .await?;
         Ok(())
     }
 
-    async fn mark_processing(&self, id: &RequestId) -> Result<()> {
+    async fn mark_processing(&self, key: &RequestKey) -> Result<()> {
         self.requests
             .update_one(
-                doc! {"requestId": id.as_str(), "status": RequestStatus::Pending.as_str()},
+                doc! {"tenantId": key.tenant.as_str(), "requestId": key.id.as_str(), "status": RequestStatus::Pending.as_str()},
                 doc! {"$set": {"status": RequestStatus::Processing.as_str()}},
             )
             .await?;
         Ok(())
     }
 
-    async fn claim_finalisation(&self, id: &RequestId, now: Timestamp, lease: Duration) -> Result<bool> {
+    async fn claim_finalisation(&self, key: &RequestKey, now: Timestamp, lease: Duration) -> Result<bool> {
         let filter = doc! {
-            "requestId": id.as_str(),
+            "tenantId": key.tenant.as_str(), "requestId": key.id.as_str(),
             "status": {"$in": RUNNING.to_vec()},
             "$or": [{"finalizingAt": {"$exists": false}}, {"finalizingAt": {"$lt": bson_date(now.minus(lease))}}],
         };
@@ -66,12 +66,17 @@ impl RequestStore for MongoStore {
         Ok(result.modified_count == 1)
     }
 
-    async fn release_finalisation(&self, id: &RequestId) -> Result<()> {
-        self.requests.update_one(doc! {"requestId": id.as_str()}, doc! {"$unset": {"finalizingAt": ""}}).await?;
+    async fn release_finalisation(&self, key: &RequestKey) -> Result<()> {
+        self.requests
+            .update_one(
+                doc! {"tenantId": key.tenant.as_str(), "requestId": key.id.as_str()},
+                doc! {"$unset": {"finalizingAt": ""}},
+            )
+            .await?;
         Ok(())
     }
 
-    async fn finalise(&self, id: &RequestId, fin: &Finalisation) -> Result<bool> {
+    async fn finalise(&self, key: &RequestKey, fin: &Finalisation) -> Result<bool> {
         if !fin.status.is_final() {
             return Err(Error::Corrupt(format!("finalise with non-final status {:?}", fin.status)));
         }
@@ -91,42 +96,43 @@ impl RequestStore for MongoStore {
             set.insert("webhook.queuedAt", at);
             set.insert("webhook.lastActivityAt", at);
         }
-        let filter = doc! {"requestId": id.as_str(), "status": {"$in": RUNNING.to_vec()}};
+        let filter =
+            doc! {"tenantId": key.tenant.as_str(), "requestId": key.id.as_str(), "status": {"$in": RUNNING.to_vec()}};
         Ok(self.requests.update_one(filter, doc! {"$set": set}).await?.modified_count == 1)
     }
 }
 
 #[async_trait]
 impl WebhookLog for MongoStore {
-    async fn record_attempt(&self, id: &RequestId, attempt: &WebhookAttempt) -> Result<()> {
+    async fn record_attempt(&self, key: &RequestKey, attempt: &WebhookAttempt) -> Result<()> {
         let at = bson_date(attempt.at);
         let attempt =
             mongodb::bson::to_document(&WebhookAttemptDoc::from(attempt)).map_err(|e| Error::Corrupt(e.to_string()))?;
         self.requests
             .update_one(
-                doc! {"requestId": id.as_str(), "webhook": {"$exists": true}},
+                doc! {"tenantId": key.tenant.as_str(), "requestId": key.id.as_str(), "webhook": {"$exists": true}},
                 doc! {"$push": {"webhook.attempts": attempt}, "$set": {"webhook.lastActivityAt": at}},
             )
             .await?;
         Ok(())
     }
 
-    async fn touch_delivery(&self, id: &RequestId, at: Timestamp) -> Result<()> {
+    async fn touch_delivery(&self, key: &RequestKey, at: Timestamp) -> Result<()> {
         self.requests
             .update_one(
-                doc! {"requestId": id.as_str(), "webhook.state": WebhookState::Queued.as_str()},
+                doc! {"tenantId": key.tenant.as_str(), "requestId": key.id.as_str(), "webhook.state": WebhookState::Queued.as_str()},
                 doc! {"$set": {"webhook.lastActivityAt": bson_date(at)}},
             )
             .await?;
         Ok(())
     }
 
-    async fn settle_delivery(&self, id: &RequestId, state: WebhookState, at: Timestamp) -> Result<bool> {
+    async fn settle_delivery(&self, key: &RequestKey, state: WebhookState, at: Timestamp) -> Result<bool> {
         let mut set = doc! {"webhook.state": state.as_str()};
         if state == WebhookState::Delivered {
             set.insert("webhook.deliveredAt", bson_date(at));
         }
-        let filter = doc! {"requestId": id.as_str(), "webhook.state": WebhookState::Queued.as_str()};
+        let filter = doc! {"tenantId": key.tenant.as_str(), "requestId": key.id.as_str(), "webhook.state": WebhookState::Queued.as_str()};
         Ok(self.requests.update_one(filter, doc! {"$set": set}).await?.modified_count == 1)
     }
 }

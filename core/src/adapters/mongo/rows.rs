@@ -7,7 +7,7 @@ use mongodb::options::ReturnDocument;
 
 use super::docs::{RowDoc, bson_date};
 use super::{MongoStore, aggregate, as_i64, insert_missing};
-use crate::domain::{ImageJob, ImageResult, RequestId, Row, Tally, Timestamp};
+use crate::domain::{ImageJob, ImageResult, RequestKey, Row, Tally, Timestamp};
 use crate::error::{Error, Result};
 use crate::ports::RowStore;
 
@@ -22,15 +22,22 @@ impl RowStore for MongoStore {
         insert_missing(&self.rows, &docs).await
     }
 
-    async fn get_row(&self, id: &RequestId, serial_number: i64) -> Result<Option<Row>> {
-        let found = self.rows.find_one(doc! {"requestId": id.as_str(), "serialNumber": serial_number}).await?;
+    async fn get_row(&self, key: &RequestKey, serial_number: i64) -> Result<Option<Row>> {
+        let found = self
+            .rows
+            .find_one(
+                doc! {"tenantId": key.tenant.as_str(), "requestId": key.id.as_str(), "serialNumber": serial_number},
+            )
+            .await?;
         found.map(Row::try_from).transpose()
     }
 
-    async fn rows_page(&self, id: &RequestId, after: Option<i64>, limit: i64) -> Result<Vec<Row>> {
+    async fn rows_page(&self, key: &RequestKey, after: Option<i64>, limit: i64) -> Result<Vec<Row>> {
         let filter = match after {
-            Some(after) => doc! {"requestId": id.as_str(), "serialNumber": {"$gt": after}},
-            None => doc! {"requestId": id.as_str()},
+            Some(after) => {
+                doc! {"tenantId": key.tenant.as_str(), "requestId": key.id.as_str(), "serialNumber": {"$gt": after}}
+            }
+            None => doc! {"tenantId": key.tenant.as_str(), "requestId": key.id.as_str()},
         };
         let cursor = self.rows.find(filter).sort(doc! {"serialNumber": 1}).limit(limit).await?;
         let docs: Vec<RowDoc> = cursor.try_collect().await?;
@@ -52,7 +59,7 @@ impl RowStore for MongoStore {
             }
         };
         let filter = doc! {
-            "requestId": job.request_id.as_str(),
+            "tenantId": job.tenant.as_str(), "requestId": job.request_id.as_str(),
             "serialNumber": job.serial_number,
             slot(job, "state"): "pending",
         };
@@ -64,30 +71,30 @@ impl RowStore for MongoStore {
     async fn mark_counted(&self, job: &ImageJob) -> Result<()> {
         self.rows
             .update_one(
-                doc! {"requestId": job.request_id.as_str(), "serialNumber": job.serial_number},
+                doc! {"tenantId": job.tenant.as_str(), "requestId": job.request_id.as_str(), "serialNumber": job.serial_number},
                 doc! {"$set": {slot(job, "counted"): true}},
             )
             .await?;
         Ok(())
     }
 
-    async fn complete_row(&self, id: &RequestId, serial_number: i64, urls: &[String], at: Timestamp) -> Result<()> {
+    async fn complete_row(&self, key: &RequestKey, serial_number: i64, urls: &[String], at: Timestamp) -> Result<()> {
         self.rows
             .update_one(
-                doc! {"requestId": id.as_str(), "serialNumber": serial_number, "completedAt": {"$exists": false}},
+                doc! {"tenantId": key.tenant.as_str(), "requestId": key.id.as_str(), "serialNumber": serial_number, "completedAt": {"$exists": false}},
                 doc! {"$set": {"outputImageUrls": urls, "completedAt": bson_date(at)}},
             )
             .await?;
         Ok(())
     }
 
-    async fn tally(&self, id: &RequestId) -> Result<Tally> {
+    async fn tally(&self, key: &RequestKey) -> Result<Tally> {
         // One pipeline, so that both sums come from the same read of each row: summed by two pipelines, an image
         // failing in between is counted as failed but not as settled (and "succeeded" goes negative). The rows
         // are grouped by their (settled, failed) pair with a count, and summed here: FerretDB 1.x silently returns 0
         // for every accumulator after the first (pinned by a test), so the pipeline has one.
         let pipeline = vec![
-            doc! {"$match": {"requestId": id.as_str()}},
+            doc! {"$match": {"tenantId": key.tenant.as_str(), "requestId": key.id.as_str()}},
             doc! {"$group": {"_id": {"s": "$settledImages", "f": "$failedImages"}, "n": {"$sum": 1}}},
         ];
         let mut tally = Tally::default();
