@@ -7,7 +7,11 @@
 #   4. the environment: every IMGPIPE_* variable the template sets is a Config field (core/src/config.rs), every
 #      Config field is named in the template (set, or listed as left at its default), and `sam local` with
 #      env.local.json gives each function a non-empty value for every variable (resolved by SAM CLI's own code)
-#   5. sam build with Architecture=x86_64 (cargo-lambda, BuildMethod rust-cargolambda), then a bootstrap per
+#   5. the output URLs (OutputUrls, scripts/check_output_urls.py): with `cloudfront` a distribution with origin
+#      access control in front of the private outputs bucket, readable by that distribution alone (AWS:SourceArn),
+#      its domain the functions' IMGPIPE_OUTPUT_BASE_URL; with `custom` the user's OutputBaseUrl and no
+#      distribution; with `presigned` neither
+#   6. sam build with Architecture=x86_64 (cargo-lambda, BuildMethod rust-cargolambda), then a bootstrap per
 #      function: an x86-64 ELF executable in .aws-sam/build/<Function>/.
 # The tools come from PyPI into the git-ignored .stack/deploy-venv (pinned; installed once). cargo-lambda's zig comes
 # with it (the ziglang package). The build reuses the workspace's target/ (aws-lambda-builders points cargo at the
@@ -130,6 +134,10 @@ if errors:
 PY
 }
 
+check_output_urls() {
+  "$VENV/bin/python" scripts/check_output_urls.py template.yaml
+}
+
 build() {
   mkdir -p "$CHECK_DIR"
   bash scripts/stack/nasm.sh # libjpeg-turbo's x86-64 SIMD (mozjpeg-sys); without it the C fallback is built
@@ -156,5 +164,6 @@ step "cfn-lint template.yaml" lint_template
 step "cfn-lint on the SAM-transformed template (circular dependencies)" lint_transformed
 step "sam validate --lint" validate
 step "environment: Config fields, template.yaml, env.local.json under sam local" check_environment
+step "output URLs: CloudFront with origin access control, custom CDN, presigned" check_output_urls
 step "sam build --parameter-overrides Architecture=x86_64" build
 log "all deployment checks passed ($((SECONDS - t0)) s)"
