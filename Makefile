@@ -12,7 +12,7 @@ comma := ,
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-stack: ## install (once) and start S3 (moto), SQS (ElasticMQ) and MongoDB (FerretDB) on 127.0.0.1, then migrate
+stack: ## install (once) and start S3 (imgpipe-local-s3), SQS (ElasticMQ) and MongoDB (FerretDB) on 127.0.0.1, then migrate
 	bash scripts/stack/start.sh
 	$(WITH_STACK) set -a && source scripts/local.env && set +a && cargo run --locked -q -p imgpipe-admin -- migrate >/dev/null
 

@@ -92,7 +92,7 @@ def check(area: str, name: str, kind: str = "required"):
     return deco
 
 
-# --------------------------------------------------------------------------- S3 (moto)
+# --------------------------------------------------------------------------- S3 (imgpipe-local-s3)
 def s3_checks() -> None:
     s3 = boto3.client(
         "s3",

@@ -7,9 +7,14 @@ STACK_DIR="$STACK_ROOT/.stack"
 # Pinned versions (see README / install.sh for why these).
 ELASTICMQ_VERSION="1.7.1"        # org.elasticmq:elasticmq-server_2.13, newest on Maven Central, Java 8+ bytecode
 FERRETDB_VERSION="v1.24.2"       # github.com/FerretDB/FerretDB, last 1.x with the SQLite handler
-MOTO_VERSION="5.2.5"             # moto[server] from PyPI (S3)
+AWSCLI_VERSION="1.46.2"          # the AWS CLI (PyPI) for `aws s3 cp` drops; pins botocore 1.44 like boto3
 BOTO3_VERSION="1.44.8"            # check.py client
 PYMONGO_VERSION="4.20.1"         # check.py client
+
+# The key pair of every local server and client (the local S3 verifies signatures made with it).
+STACK_ACCESS_KEY="test"
+STACK_SECRET_KEY="test"
+STACK_REGION="us-east-1"
 
 # Ports (all servers bind 127.0.0.1 only).
 S3_PORT="${IMGPIPE_S3_PORT:-4566}"
@@ -42,6 +47,8 @@ pid_matches() {
 
 # Patterns that identify each server's process (used by start.sh and stop.sh).
 declare -A STACK_PATTERN=(
+  [local-s3]="$BIN_DIR/imgpipe-local-s3"
+  # The S3 server before local-s3: stop.sh still stops a moto that start.sh started back then.
   [moto]="$VENV_DIR/bin/moto_server"
   [elasticmq]="org.elasticmq.server.Main"
   [ferretdb]="$BIN_DIR/ferretdb"

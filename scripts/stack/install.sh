@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the local (no-Docker) stack into .stack/, idempotently:
-#   S3      -> moto[server] (PyPI) in .stack/venv
+#   S3      -> imgpipe-local-s3 (this workspace's local-s3/: s3s + s3s-fs, SigV4-verifying) in .stack/bin
 #   SQS     -> ElasticMQ (Maven Central jars) in .stack/elasticmq
 #   MongoDB -> FerretDB 1.x (Go module, SQLite handler) in .stack/bin/ferretdb
 # A second run only checks stamps and takes about a second.
@@ -9,11 +9,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 mkdir -p "$BIN_DIR" "$LOG_DIR" "$PID_DIR" "$DATA_DIR" "$EMQ_DIR"
 
-# ---------------------------------------------------------------- moto + clients
+# ---------------------------------------------------------------- clients: the AWS CLI, check.py's boto3 and pymongo
 install_venv() {
   local want stamp="$VENV_DIR/.installed"
-  want="moto[server]==$MOTO_VERSION boto3==$BOTO3_VERSION pymongo==$PYMONGO_VERSION"
-  if [[ -x "$VENV_DIR/bin/moto_server" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  want="awscli==$AWSCLI_VERSION boto3==$BOTO3_VERSION pymongo==$PYMONGO_VERSION"
+  if [[ -x "$VENV_DIR/bin/aws" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     log "venv: present ($want)"
     return
   fi
@@ -21,8 +21,22 @@ install_venv() {
   [[ -x "$VENV_DIR/bin/python" ]] || python3 -m venv "$VENV_DIR"
   # shellcheck disable=SC2086
   "$VENV_DIR/bin/pip" install --quiet --disable-pip-version-check $want
-  "$VENV_DIR/bin/moto_server" --help >/dev/null
+  "$VENV_DIR/bin/aws" --version >/dev/null
   printf '%s' "$want" >"$stamp"
+}
+
+# ---------------------------------------------------------------- S3: imgpipe-local-s3
+# Built from the workspace (debug profile, like the tests); cargo's own freshness check keeps a second run at about
+# a second. Copied into .stack/bin (replaced by rename, so a running server keeps its file) for the pid check.
+install_local_s3() {
+  local target="${CARGO_TARGET_DIR:-$STACK_ROOT/target}" bin="$BIN_DIR/imgpipe-local-s3"
+  (cd "$STACK_ROOT" && cargo build --locked -q -p imgpipe-local-s3 --bin imgpipe-local-s3)
+  if ! cmp -s "$target/debug/imgpipe-local-s3" "$bin"; then
+    cp "$target/debug/imgpipe-local-s3" "$bin.tmp" && mv "$bin.tmp" "$bin"
+    log "local-s3: installed $bin"
+  else
+    log "local-s3: present ($bin)"
+  fi
 }
 
 # ---------------------------------------------------------------- ElasticMQ
@@ -153,6 +167,7 @@ timed() {
 
 start_ts=$SECONDS
 timed install_venv
+timed install_local_s3
 timed install_elasticmq
 timed install_ferretdb
 timed install_nasm

@@ -27,6 +27,6 @@ stop_one() {
   rm -f "$pidfile"
 }
 
-for name in ferretdb elasticmq moto; do
+for name in ferretdb local-s3 elasticmq moto; do
   stop_one "$name"
 done
