@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make demo: samples/products.csv through the local runner, printing progress, the final status and the output CSV.
+# make demo: samples/products.csv through the local runner, printing progress, the final status and the output CSV;
+# then the same file dropped into the uploads bucket with `aws s3 cp` (the other way in), waiting for its request.
 # As a tenant `demo` would on AWS: the CLI gets its access token from the runner's token endpoint with the demo
 # client's id and secret (client-credentials grant), curl uses one from `imgpipe-local token`.
 # Outputs land in demo-output/ (the output CSV and the compressed images, downloaded through the status API's URLs).
@@ -56,4 +57,29 @@ for row in d["rows"]:
         src_size = os.path.getsize(os.path.join(".stack/demo-images", os.path.basename(src)))
         print(f"   {name}: {len(data):>8} bytes (input {src_size:>8} bytes)  <- {src}")
 PY
-echo "== done: request $id completed"
+
+drop_key="incoming/demo/products-$(date -u +%Y%m%dT%H%M%S).csv"
+echo "== aws s3 cp samples/products.csv s3://$IMGPIPE_UPLOADS_BUCKET/$drop_key (an S3 drop: the bucket notifies"
+echo "   the runner's drops queue, which invokes the upload function's S3 handler as the bucket trigger does on AWS)"
+since="$(date -u -d '-1 second' +%Y-%m-%dT%H:%M:%SZ)"
+printf '[default]\nregion = %s\ns3 =\n    addressing_style = path\n' "$AWS_REGION" >.stack/aws-config
+AWS_CONFIG_FILE=.stack/aws-config AWS_SHARED_CREDENTIALS_FILE=/dev/null .stack/venv/bin/aws \
+  --endpoint-url "$IMGPIPE_S3_ENDPOINT" s3 cp samples/products.csv "s3://$IMGPIPE_UPLOADS_BUCKET/$drop_key"
+drop_id="$(python3 - "$api" "$token" "$since" <<'PY'
+import json, sys, time, urllib.parse, urllib.request
+api, token, since = sys.argv[1:]
+url = f"{api}/requests?createdAfter={urllib.parse.quote(since)}"
+deadline = time.time() + 120
+while True:
+    rows = json.load(urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})))
+    done = [r for r in rows["requests"] if r["status"] in ("completed", "failed")]
+    if done:
+        print(done[0]["requestId"])
+        sys.exit(0 if done[0]["status"] == "completed" else 1)
+    if time.time() > deadline:
+        sys.exit(f"the dropped file's request did not finish within 120 s: {rows}")
+    time.sleep(0.3)
+PY
+)"
+"${CARGO_TARGET_DIR:-target}"/debug/imgpipe --api-url "$api" status "$drop_id"
+echo "== done: request $id (API upload) and request $drop_id (S3 drop) completed"

@@ -16,6 +16,7 @@ use imgpipe_core::{App, Config, Error};
 use tokio::sync::watch;
 
 pub mod authorizer;
+pub mod drops;
 pub mod hotspot;
 pub mod issuer;
 pub mod samples;
@@ -350,7 +351,7 @@ pub async fn provision(config: &Config, max_receive_count: u32, visibility_timeo
 /// The webhook queue's receive count before its dead-letter queue (as in `template.yaml`).
 pub const WEBHOOK_MAX_RECEIVE_COUNT: u32 = 100;
 
-async fn create_queue_with_dlq(
+pub(crate) async fn create_queue_with_dlq(
     sqs: &aws_sdk_sqs::Client,
     name: &str,
     max_receive_count: u32,

@@ -182,6 +182,11 @@ async fn serve(config: Config, max_receive: u32, visibility: u32) -> Result<(), 
     let addr: SocketAddr = env_or("IMGPIPE_LOCAL_ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)))?;
     let workers: usize = env_or("IMGPIPE_LOCAL_WORKERS", 2)?;
     imgpipe_local::provision(&config, max_receive, visibility).await?;
+    // Without the drops queue (e.g. an S3 server that cannot notify ElasticMQ) the API and workers still run.
+    let drops = imgpipe_local::drops::provision(&config, visibility)
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "S3 drops off: the uploads bucket's notification could not be set"))
+        .ok();
     let sqs = sqs_client(&aws_config(&config).await, &config);
     let sweep_every = std::time::Duration::from_secs(env_or("IMGPIPE_LOCAL_SWEEP_SECS", 60)?);
     let app = App::new(config).await?;
@@ -196,6 +201,9 @@ async fn serve(config: Config, max_receive: u32, visibility: u32) -> Result<(), 
     }
     if workers > 0 {
         tasks.spawn(imgpipe_local::run_webhooks(app.clone(), sqs.clone(), shutdown.clone()));
+        if let Some(drops) = drops {
+            tasks.spawn(imgpipe_local::drops::run(app.clone(), sqs.clone(), drops, shutdown.clone()));
+        }
         let sweeper = imgpipe_local::run_sweeper(app.clone(), sweep_every, shutdown.clone());
         tasks.spawn(async move {
             sweeper.await;
