@@ -30,6 +30,7 @@ install_venv() {
 # a second. Copied into .stack/bin (replaced by rename, so a running server keeps its file) for the pid check.
 install_local_s3() {
   local target="${CARGO_TARGET_DIR:-$STACK_ROOT/target}" bin="$BIN_DIR/imgpipe-local-s3"
+  log "local-s3: cargo build -p imgpipe-local-s3 (minutes on a fresh clone, about a second once built)"
   (cd "$STACK_ROOT" && cargo build --locked -q -p imgpipe-local-s3 --bin imgpipe-local-s3)
   if ! cmp -s "$target/debug/imgpipe-local-s3" "$bin"; then
     cp "$target/debug/imgpipe-local-s3" "$bin.tmp" && mv "$bin.tmp" "$bin"
