@@ -11,7 +11,6 @@ use aws_sdk_s3::types::{
     Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter, QueueConfiguration,
     S3KeyFilter,
 };
-use aws_sdk_sqs::types::QueueAttributeName;
 use imgpipe_core::adapters::s3::S3Store;
 use imgpipe_core::adapters::{aws_config, sqs::sqs_client};
 use imgpipe_core::domain::INCOMING_PREFIX;
@@ -34,17 +33,8 @@ pub async fn provision(config: &Config, visibility_timeout_secs: u32) -> Result<
     let sqs = sqs_client(&sdk, config);
     let name = drops_queue_name(config);
     let url = crate::create_queue_with_dlq(&sqs, &name, DROPS_MAX_RECEIVE_COUNT, visibility_timeout_secs).await?;
-    let queue_error = |e: &dyn std::fmt::Display| Error::Queue(format!("drops queue {name}: {e}"));
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .map_err(|e| queue_error(&aws_sdk_sqs::error::DisplayErrorContext(e)))?
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .ok_or_else(|| queue_error(&"no QueueArn"))?;
+    // The ARN as the local runner names ElasticMQ's queues (see `run_queue`).
+    let arn = format!("arn:aws:sqs:{}:000000000000:{name}", config.region);
     let storage_error = |e: &dyn std::fmt::Display| Error::Storage(format!("drops notification: {e}"));
     let prefix = FilterRule::builder().name(FilterRuleName::Prefix).value(INCOMING_PREFIX).build();
     let filter =
