@@ -50,7 +50,7 @@ impl Target {
         QueueConfiguration {
             events: self.events.iter().cloned().map(Event::from).collect(),
             filter: (!rules.is_empty())
-                .then(|| NotificationConfigurationFilter { key: Some(S3KeyFilter { filter_rules: Some(rules) }) }),
+                .then_some(NotificationConfigurationFilter { key: Some(S3KeyFilter { filter_rules: Some(rules) }) }),
             id: Some(self.id.clone()),
             queue_arn: self.queue_arn.clone(),
         }
