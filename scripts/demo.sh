@@ -64,7 +64,7 @@ echo "   the runner's drops queue, which invokes the upload function's S3 handle
 since="$(date -u -d '-1 second' +%Y-%m-%dT%H:%M:%SZ)"
 printf '[default]\nregion = %s\ns3 =\n    addressing_style = path\n' "$AWS_REGION" >.stack/aws-config
 AWS_CONFIG_FILE=.stack/aws-config AWS_SHARED_CREDENTIALS_FILE=/dev/null .stack/venv/bin/aws \
-  --endpoint-url "$IMGPIPE_S3_ENDPOINT" s3 cp samples/products.csv "s3://$IMGPIPE_UPLOADS_BUCKET/$drop_key"
+  --endpoint-url "$IMGPIPE_S3_ENDPOINT" s3 cp --no-progress samples/products.csv "s3://$IMGPIPE_UPLOADS_BUCKET/$drop_key"
 drop_id="$(python3 - "$api" "$token" "$since" <<'PY'
 import json, sys, time, urllib.parse, urllib.request
 api, token, since = sys.argv[1:]
