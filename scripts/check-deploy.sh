@@ -11,8 +11,11 @@
 #      access control in front of the private outputs bucket, readable by that distribution alone (AWS:SourceArn),
 #      its domain the functions' IMGPIPE_OUTPUT_BASE_URL; with `custom` the user's OutputBaseUrl and no
 #      distribution; with `presigned` neither
-#   6. sam build with Architecture=x86_64 (cargo-lambda, BuildMethod rust-cargolambda), then a bootstrap per
-#      function: an x86-64 ELF executable in .aws-sam/build/<Function>/.
+#   6. the five functions resolve the same features for every dependency they share, so that sam build's
+#      per-function cargo builds (one `cargo lambda build` in each function's directory, each resolving features
+#      for its own package only) compile the dependency tree once, not once per distinct feature set
+#   7. sam build with Architecture=x86_64 (cargo-lambda, BuildMethod rust-cargolambda), then a bootstrap per
+#      function: an x86-64 ELF executable in .aws-sam/build/<Function>/; each function's build time is printed.
 # The tools come from PyPI into the git-ignored .stack/deploy-venv (pinned; installed once). cargo-lambda's zig comes
 # with it (the ziglang package). The build reuses the workspace's target/ (aws-lambda-builders points cargo at the
 # workspace target directory; set CARGO_TARGET_DIR to use another).
@@ -138,13 +141,44 @@ check_output_urls() {
   "$VENV/bin/python" scripts/check_output_urls.py template.yaml
 }
 
+check_features() { # the features each function resolves, per dependency (cargo tree; no build)
+  mkdir -p "$CHECK_DIR/features"
+  local f
+  for f in "${FUNCTIONS[@]}"; do
+    f="${f%Function}"
+    cargo tree --locked -p "imgpipe-${f,,}" --target x86_64-unknown-linux-gnu -e normal,build --prefix none \
+      -f '{p} {f}' | sed 's/ (\*)$//' | grep -v '^imgpipe-' | sort -u >"$CHECK_DIR/features/${f,,}.txt"
+  done
+  "$VENV/bin/python" - "$CHECK_DIR/features" <<'PY'
+import collections, pathlib, sys
+seen = collections.defaultdict(dict)  # "crate version" -> {function: features}
+for path in sorted(pathlib.Path(sys.argv[1]).glob("*.txt")):
+    for line in path.read_text().splitlines():
+        name, version, *features = line.split(" ")
+        seen[f"{name} {version}"][path.stem] = " ".join(features)
+differing = {crate: by for crate, by in seen.items() if len(set(by.values())) > 1}
+for crate, by in sorted(differing.items()):
+    print(f"   {crate}: " + "; ".join(f"{fn}: {fs or '-'}" for fn, fs in sorted(by.items())), file=sys.stderr)
+if differing:
+    sys.exit(f"{len(differing)} shared dependencies are built with different features per function, so sam build "
+             "compiles them (and all that depends on them) again for each; give the functions the same dependencies "
+             "(see functions/sweeper/Cargo.toml)")
+print(f"   {len(seen)} dependencies, each with one feature set across the functions")
+PY
+}
+
 build() {
   mkdir -p "$CHECK_DIR"
   bash scripts/stack/nasm.sh # libjpeg-turbo's x86-64 SIMD (mozjpeg-sys); without it the C fallback is built
-  if ! sam build --parameter-overrides Architecture=x86_64 >"$CHECK_DIR/sam-build.log" 2>&1; then
+  local t0=$SECONDS line
+  # Each line stamped with the seconds since the start, so that each function's build time shows.
+  if ! sam build --parameter-overrides Architecture=x86_64 2>&1 | while IFS= read -r line; do
+    printf '%5d s  %s\n' $((SECONDS - t0)) "$line"
+  done >"$CHECK_DIR/sam-build.log"; then
     tail -n 60 "$CHECK_DIR/sam-build.log" >&2
     die "sam build (log: $CHECK_DIR/sam-build.log)"
   fi
+  grep -E 'Building codeuri|Build Succeeded' "$CHECK_DIR/sam-build.log" | sed -E 's/Building codeuri: [^ ]*\/([a-z]+) .*/\1 started/; s/^/   /'
   local f bin
   for f in "${FUNCTIONS[@]}"; do
     bin=".aws-sam/build/$f/bootstrap"
@@ -165,5 +199,6 @@ step "cfn-lint on the SAM-transformed template (circular dependencies)" lint_tra
 step "sam validate --lint" validate
 step "environment: Config fields, template.yaml, env.local.json under sam local" check_environment
 step "output URLs: CloudFront with origin access control, custom CDN, presigned" check_output_urls
+step "one feature set per dependency across the functions (cargo tree)" check_features
 step "sam build --parameter-overrides Architecture=x86_64" build
 log "all deployment checks passed ($((SECONDS - t0)) s)"
