@@ -23,6 +23,7 @@ pub mod jpeglib;
 mod libjpeg;
 mod metadata;
 mod orient;
+mod palette;
 mod pixels;
 mod sniff;
 

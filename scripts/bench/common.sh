@@ -16,7 +16,7 @@ bench_venv() {
   fi
   blog "venv: installing $want into $BENCH_VENV"
   [[ -x "$BENCH_VENV/bin/python" ]] || python3 -m venv "$BENCH_VENV"
-  "$BENCH_VENV/bin/pip" install --quiet --disable-pip-version-check "$want"
+  "$BENCH_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$want"
   "$BENCH_VENV/bin/python" -c 'import PIL.Image'
   printf '%s' "$want" >"$stamp"
 }

@@ -25,7 +25,7 @@ mkdir -p "$src"
 if [[ ! -d "$src/skimage/skimage/data" ]]; then
   blog "sources: scikit-image $SCIKIT_IMAGE_VERSION wheel (PyPI)"
   rm -rf "$src/wheel" && mkdir -p "$src/wheel"
-  "$BENCH_VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps --only-binary :all: \
+  "$BENCH_VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: \
     -d "$src/wheel" "scikit-image==$SCIKIT_IMAGE_VERSION"
   "$BENCH_VENV/bin/python" - "$src/wheel" "$src/skimage.tmp" <<'PY'
 import glob, sys, zipfile

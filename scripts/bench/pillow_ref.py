@@ -4,7 +4,10 @@ Does what imgpipe's compress does, the usual Pillow way: open from bytes, apply 
 (ImageOps.exif_transpose, only when the orientation is not 1), flatten alpha onto white, reduce 16-bit grey to 8 bits,
 convert CMYK and palettes to RGB, save a JPEG at the given quality (Pillow's defaults: 4:2:0, standard tables, no
 Huffman optimisation, no metadata). An image with an embedded ICC profile is first converted to sRGB by LittleCMS
-(`ImageCms.profileToProfile`, as a colour-managed pipeline must; Pillow alone would drop the profile). Times the
+(`ImageCms.profileToProfile`, as a colour-managed pipeline must; Pillow alone would drop the profile), whatever its
+mode: palettes expanded first, alpha carried through and flattened after the conversion (as imgpipe does, and as a
+browser shows it: colour-managed, then composited in sRGB). PNG gAMA/cHRM chunks without a profile are not
+converted (Pillow ignores them), so such files are not scored against LittleCMS. Times the
 whole of that per file, single-threaded, best of --repeat runs, and writes each output next to the others for the
 quality score. For a profiled file it also writes the LittleCMS-converted pixels as a PNG (`reference`): the
 benchmark scores both sides against it, since a reference that ignored the profile would score correct output below
@@ -37,9 +40,8 @@ def prepare(data):
     icc = im.info.get("icc_profile")
     if im.getexif().get(0x0112, 1) != 1:
         im = ImageOps.exif_transpose(im)
-    if icc and im.mode in ("RGB", "CMYK", "L"):
-        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        im = ImageCms.profileToProfile(im, source, SRGB, outputMode="L" if im.mode == "L" else "RGB")
+    if icc:
+        im = to_srgb(im, ImageCms.ImageCmsProfile(io.BytesIO(icc)))
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         im = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -49,6 +51,32 @@ def prepare(data):
     elif im.mode not in ("RGB", "L"):
         im = im.convert("RGB")
     return im
+
+
+# The modes LittleCMS converts for each colour space of a profile, alpha carried through (Pillow copies it). A
+# palette is expanded first (ImageCms has no palette mode): before, `prepare` left palette and alpha images with a
+# profile unconverted, so their reference ignored the profile and scored imgpipe's correct conversion as an error.
+CONVERTS = {"RGB ": ("RGB", "RGBA"), "GRAY": ("L", "LA"), "CMYK": ("CMYK",)}
+
+
+def to_srgb(im, source):
+    """`im` converted to sRGB through its profile `source`; as it is when the profile is for another colour model
+    than the pixels (an RGB profile on grey pixels), which imgpipe ignores too."""
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode.startswith("I") and source.profile.xcolor_space == "GRAY":
+        im = im.point(lambda v: v * (1 / 257)).convert("L")  # no 16-bit grey transform here: at 8 bits
+    modes = CONVERTS.get(source.profile.xcolor_space, ())
+    if im.mode not in modes:
+        return im
+    if im.mode in ("L", "LA"):
+        # Into sRGB's neutral greys and back to one channel (the output stays a grey JPEG, as imgpipe's); LittleCMS's
+        # grey-with-alpha to RGBA would drop the alpha, so the grey is converted alone and the alpha put back.
+        grey = ImageCms.profileToProfile(im.getchannel("L"), source, SRGB, outputMode="RGB").convert("L")
+        if im.mode == "LA":
+            grey.putalpha(im.getchannel("A"))
+        return grey
+    return ImageCms.profileToProfile(im, source, SRGB, outputMode="RGBA" if im.mode == "RGBA" else "RGB")
 
 
 def compress(data, quality):

@@ -1,6 +1,7 @@
 //! Every format but most JPEGs, decoded by the `image` crate into one buffer (with an allocation budget derived
 //! from the checked header), converted to sRGB in place when its profile says it is in another space (`colour`),
-//! then encoded from it (`pixels`).
+//! then encoded from it (`pixels`). Palette PNGs take the header's colour information from it, then their indices
+//! from the `png` crate (`palette`).
 
 use std::io::Cursor;
 
@@ -10,7 +11,7 @@ use super::budget::{self, DECODER_SCRATCH, Estimate};
 use super::colour::{self, Described, Model};
 use super::encode::EncodeOptions;
 use super::sniff::declared_dimensions;
-use super::{CompressError, CompressLimits, Compressed, check_dimensions, metadata, orient, pixels};
+use super::{CompressError, CompressLimits, Compressed, check_dimensions, metadata, orient, palette, pixels};
 
 /// The decoder of `input`, its header read and its size checked.
 fn open(
@@ -89,14 +90,21 @@ pub(super) fn compress(
         (true, ImageFormat::Tiff) => metadata::copyright_exif(Some(input)),
         (true, _) => metadata::copyright_exif(decoder.exif_metadata().ok().flatten().as_deref()),
     };
-    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| from_image_error(e, too_large))?;
-    if let Some(conversion) = &conversion {
-        conversion.convert_image(&mut image);
+    let (capacity, exif) = (input.len() / 2, exif.as_deref());
+    let jpeg = if palette::is_indexed(format, input) {
+        drop(decoder);
+        let indexed =
+            palette::decode(input, budget, conversion.as_ref()).map_err(|e| from_image_error(e, too_large))?;
+        palette::encode(&indexed, orientation, options, capacity, exif)
+    } else {
+        let mut image = DynamicImage::from_decoder(decoder).map_err(|e| from_image_error(e, too_large))?;
+        if let Some(conversion) = &conversion {
+            conversion.convert_image(&mut image);
+        }
+        pixels::encode_image(&image, orientation, options, capacity, exif)
     }
-
-    let (width, height) = orient::oriented_dimensions(image.width(), image.height(), orientation);
-    let jpeg = pixels::encode_image(&image, orientation, options, input.len() / 2, exif.as_deref())
-        .map_err(|e| CompressError::Encode(e.message))?;
+    .map_err(|e| CompressError::Encode(e.message))?;
+    let (width, height) = orient::oriented_dimensions(width, height, orientation);
     Ok(Compressed { jpeg, width, height, source_format: format })
 }
 

@@ -69,7 +69,7 @@ pub(super) fn encode_image(
 
 /// `c` at opacity `a` over white, rounded: c·a/255 + 255·(1 − a/255).
 #[inline]
-fn over_white_8(c: u8, a: u8) -> u8 {
+pub(super) fn over_white_8(c: u8, a: u8) -> u8 {
     let (c, a) = (u32::from(c), u32::from(a));
     ((c * a + 255 * (255 - a) + 127) / 255) as u8
 }
