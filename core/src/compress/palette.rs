@@ -88,7 +88,9 @@ fn colours(palette: &[u8], trns: Option<&[u8]>, conversion: Option<&ToSrgb>) -> 
             rgba.iter().flat_map(|p| if alpha.is_some() { &p[..] } else { &p[..3] }).copied().collect();
         match conversion.rows_8(alpha.is_some()) {
             Ok(mut rows) => rows.convert(&mut samples),
-            Err(reason) => drop(ignored(reason)),
+            Err(reason) => {
+                ignored(reason);
+            }
         }
         let channels = if alpha.is_some() { 4 } else { 3 };
         for (entry, converted) in rgba.iter_mut().zip(samples.chunks_exact(channels)) {
