@@ -1,7 +1,8 @@
 //! Palette PNGs take their own path (indices decoded, the at most 256 colours converted to sRGB and flattened onto
 //! white once): its output must be exactly what the pixel path gives for the same image expanded to RGBA (or RGB)
-//! with the same profile, for every bit depth, interlaced or not, with and without transparency. The expansion is
-//! done here, by hand, and written with the `png` crate; the pixel path is covered against the chart by colour.rs.
+//! with the same profile, for every bit depth, with and without transparency (not interlaced: the `png` crate's
+//! encoder writes no Adam7). The expansion is done here, by hand, and written with the `png` crate; the pixel path
+//! is covered against the chart by colour.rs.
 //! Pure functions: no stack environment.
 
 use std::borrow::Cow;
@@ -92,9 +93,7 @@ fn palette_pngs_come_out_as_their_expansion_would() {
     let adobe = profile("compatibleWithAdobeRGB1998.icc");
     for bits in [1, 2, 4, 8] {
         for with_trns in [false, true] {
-            for interlaced in [false, true] {
-                assert_same_as_expanded(bits, with_trns, interlaced, Some(&adobe));
-            }
+            assert_same_as_expanded(bits, with_trns, false, Some(&adobe));
         }
         assert_same_as_expanded(bits, true, false, None);
     }
