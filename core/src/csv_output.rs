@@ -21,18 +21,41 @@ pub fn write_csv(rows: &[Row]) -> Result<Vec<u8>, csv::Error> {
 
 /// [`write_csv`] with the output URLs of each row given by `urls` (e.g. presigned ones).
 pub fn write_csv_with(rows: &[Row], mut urls: impl FnMut(&Row) -> Vec<String>) -> Result<Vec<u8>, csv::Error> {
-    let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
-    writer.write_record([COL_SERIAL, COL_PRODUCT, COL_URLS, COL_OUTPUT_URLS, COL_ERRORS])?;
+    let mut csv = OutputCsv::new(Vec::new())?;
     for row in rows {
-        writer.write_record([
+        csv.row(row, &urls(row))?;
+    }
+    csv.finish()
+}
+
+/// The output CSV written row by row into `W` (the header first), so that it can be built page by page.
+pub struct OutputCsv<W: std::io::Write> {
+    writer: csv::Writer<W>,
+}
+
+impl<W: std::io::Write> OutputCsv<W> {
+    /// Starts the CSV with its header.
+    pub fn new(out: W) -> Result<Self, csv::Error> {
+        let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
+        writer.write_record([COL_SERIAL, COL_PRODUCT, COL_URLS, COL_OUTPUT_URLS, COL_ERRORS])?;
+        Ok(Self { writer })
+    }
+
+    /// Appends `row` with its output URLs `urls` (aligned with its inputs).
+    pub fn row(&mut self, row: &Row, urls: &[String]) -> Result<(), csv::Error> {
+        self.writer.write_record([
             row.serial_number.to_string().as_str(),
             &escape_formula(&row.product_name),
             &escape_formula(&row.input_image_urls.join(",")),
-            &escape_formula(&urls(row).join(",")),
+            &escape_formula(&urls.join(",")),
             &escape_formula(&row.image_errors().join("; ")),
-        ])?;
+        ])
     }
-    writer.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+
+    /// Flushes the CSV and hands back its writer.
+    pub fn finish(self) -> Result<W, csv::Error> {
+        self.writer.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use imgpipe_core::{App, Config, Error};
 use tokio::sync::watch;
 
 pub mod authorizer;
+pub mod cdn;
 pub mod drops;
 pub mod hotspot;
 pub mod issuer;
@@ -110,6 +111,8 @@ struct LocalApi {
     app: App,
     issuer: Arc<LocalIssuer>,
     authorizer: Arc<Authorizer>,
+    /// The stand-in for the outputs distribution, when the configuration has an output base URL.
+    cdn: Option<cdn::Cdn>,
 }
 
 /// The issuer's own endpoints (on AWS, Cognito's): its keys, its discovery document and its token endpoint.
@@ -148,6 +151,9 @@ async fn dispatch(State(api): State<LocalApi>, req: axum::extract::Request) -> a
     if matches!(parts.uri.path(), "/oauth2/token" | "/.well-known/jwks.json" | "/.well-known/openid-configuration") {
         return issuer_endpoint(&api.issuer, &parts, body).await;
     }
+    if let Some(cdn) = api.cdn.as_ref().filter(|_| parts.uri.path().starts_with(cdn::PREFIX)) {
+        return cdn.serve(&parts.method, parts.uri.path()).await;
+    }
     // API Gateway runs the authorizer before it reads on: a refused request's body is never read.
     let authorization = parts.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
     let jwt = match api.authorizer.authorize(parts.method.as_str(), parts.uri.path(), authorization) {
@@ -174,7 +180,7 @@ async fn dispatch(State(api): State<LocalApi>, req: axum::extract::Request) -> a
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` turns true, accepting the tokens of `issuer` (and serving
-/// its endpoints).
+/// its endpoints), and with an output base URL configured the outputs bucket under `/cdn/` ([`cdn`]).
 pub async fn serve_api(
     app: App,
     issuer: Arc<LocalIssuer>,
@@ -182,7 +188,11 @@ pub async fn serve_api(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let authorizer = Arc::new(issuer.authorizer());
-    let router = axum::Router::new().fallback(dispatch).with_state(LocalApi { app, issuer, authorizer });
+    let cdn = match app.config.output_base_url {
+        Some(_) => Some(cdn::Cdn::new(&app.config).await),
+        None => None,
+    };
+    let router = axum::Router::new().fallback(dispatch).with_state(LocalApi { app, issuer, authorizer, cdn });
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

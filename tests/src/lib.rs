@@ -124,7 +124,17 @@ pub struct Runner {
 
 impl Runner {
     pub async fn start(stack: &Stack, workers: usize) -> Self {
-        let listener = imgpipe_local::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        Self::start_on(stack, workers, Self::listener().await).await
+    }
+
+    /// A listener on 127.0.0.1:<free port>, to know the runner's address before the stack's configuration is made
+    /// (e.g. its `/cdn` as the output base URL).
+    pub async fn listener() -> tokio::net::TcpListener {
+        imgpipe_local::bind("127.0.0.1:0".parse().unwrap()).await.unwrap()
+    }
+
+    /// [`Runner::start`] on `listener`.
+    pub async fn start_on(stack: &Stack, workers: usize, listener: tokio::net::TcpListener) -> Self {
         let addr = listener.local_addr().unwrap();
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(imgpipe_local::serve_api(stack.app.clone(), issuer(), listener, shutdown.clone()));

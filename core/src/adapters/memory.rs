@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 
 use crate::domain::{
     DailyImages, Finalisation, ImageJob, ImageResult, ImageSlot, ImageState, ListFilter, ProgressShard, QuotaOverrides,
@@ -16,8 +17,8 @@ use crate::domain::{
 };
 use crate::error::Result;
 use crate::ports::{
-    BlobStore, Clock, DeliveryQueue, JobQueue, ProgressStore, ReportStore, RequestStore, RowStore, SweepStore,
-    TenantStore, WebhookDelivery, WebhookLog,
+    BlobStore, Clock, DeliveryQueue, JobQueue, ProgressStore, ReportStore, RequestStore, RowStore, RowStream,
+    SweepStore, TenantStore, WebhookDelivery, WebhookLog,
 };
 
 /// A checkpoint every twin operation passes before it acts: a test's scheduler can hold it there (to interleave
@@ -206,6 +207,15 @@ impl RowStore for MemoryStore {
                 .map(|(_, r)| r.clone())
                 .collect()
         }))
+    }
+
+    async fn rows_after(&self, key: &RequestKey, after: Option<i64>) -> Result<RowStream> {
+        self.gate.pass("rows_after").await?;
+        let from = after.map_or(i64::MIN, |a| a.saturating_add(1));
+        // The twin holds every row in memory anyway: a snapshot taken now.
+        let rows: Vec<Result<Row>> =
+            self.with(|d| d.rows.range((k(key), from)..=(k(key), i64::MAX)).map(|(_, r)| Ok(r.clone())).collect());
+        Ok(futures::stream::iter(rows).boxed())
     }
 
     async fn settle_image(&self, job: &ImageJob, result: &ImageResult) -> Result<Option<Row>> {

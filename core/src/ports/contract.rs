@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use futures::future::join_all;
 
 use crate::app::DocumentStore;
@@ -216,6 +217,14 @@ pub async fn rows_insert_skips_present_and_pages_in_order<S: DocumentStore>(stor
     assert_eq!(serials(store.rows_page(&id, None, 2).await.unwrap()), [1, 2]);
     assert_eq!(serials(store.rows_page(&id, Some(2), 10).await.unwrap()), [3]);
     assert_eq!(serials(store.rows_page(&id, Some(3), 10).await.unwrap()), Vec::<i64>::new());
+    let streamed = |after| {
+        let store = store.clone();
+        let id = id.clone();
+        async move { serials(store.rows_after(&id, after).await.unwrap().try_collect().await.unwrap()) }
+    };
+    assert_eq!(streamed(None).await, [1, 2, 3], "every row of the request, in serial order");
+    assert_eq!(streamed(Some(1)).await, [2, 3]);
+    assert_eq!(streamed(Some(3)).await, Vec::<i64>::new());
     assert_eq!(store.get_row(&id, 9).await.unwrap(), None);
 }
 
@@ -407,6 +416,7 @@ pub async fn another_tenants_request_is_invisible<S: DocumentStore>(store: Arc<S
     assert_eq!(store.get_request(&theirs).await.unwrap(), None);
     assert_eq!(store.get_row(&theirs, 1).await.unwrap(), None);
     assert!(store.rows_page(&theirs, None, 10).await.unwrap().is_empty());
+    assert!(store.rows_after(&theirs, None).await.unwrap().try_collect::<Vec<_>>().await.unwrap().is_empty());
     assert_eq!(store.tally(&theirs).await.unwrap(), Tally::default());
     assert!(store.all_progress(&theirs).await.unwrap().is_empty());
     let mut their_job = job(&r.key(), 1, 0);

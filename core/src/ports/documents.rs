@@ -34,6 +34,13 @@ pub trait RequestStore: Send + Sync {
     async fn finalise(&self, key: &RequestKey, fin: &Finalisation) -> Result<bool>;
 }
 
+/// Rows in serial order, read as they are consumed ([`RowStore::rows_after`]); dropping it ends the query.
+pub type RowStream = futures::stream::BoxStream<'static, Result<Row>>;
+
+/// Rows per read of a [`RowStream`]: a `RequestData` document is at most about 400 KiB under the CSV limits, so a
+/// batch holds at most about 40 MiB (typically well under 1 MiB).
+pub const ROW_BATCH: u32 = 100;
+
 /// A request's rows (`RequestData`).
 #[async_trait]
 pub trait RowStore: Send + Sync {
@@ -42,6 +49,9 @@ pub trait RowStore: Send + Sync {
     async fn get_row(&self, key: &RequestKey, serial_number: i64) -> Result<Option<Row>>;
     /// At most `limit` rows with a serial number above `after`, in serial order.
     async fn rows_page(&self, key: &RequestKey, after: Option<i64>, limit: i64) -> Result<Vec<Row>>;
+    /// Every row with a serial number above `after`, in serial order, read as the stream is consumed: one query
+    /// whose reads hold at most a batch of [`ROW_BATCH`] rows, whatever the request's size (the status answers).
+    async fn rows_after(&self, key: &RequestKey, after: Option<i64>) -> Result<RowStream>;
     /// Moves the job's image (its first position) from `pending` to its result and adds it to the row's counts, in
     /// one guarded update that succeeds once. Returns the row after the change, or `None` when the image was not
     /// pending (settled by this job's earlier delivery or a parallel one).

@@ -21,7 +21,9 @@ mod messaging;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 
-pub use documents::{ProgressStore, ReportStore, RequestStore, RowStore, SweepStore, TenantStore, WebhookLog};
+pub use documents::{
+    ProgressStore, ROW_BATCH, ReportStore, RequestStore, RowStore, RowStream, SweepStore, TenantStore, WebhookLog,
+};
 pub use messaging::{BlobStore, Bounded, DeliveryQueue, JobQueue, WebhookDelivery};
 
 use crate::domain::Timestamp;

@@ -10,31 +10,14 @@
 
 use std::time::Duration;
 
+use futures::TryStreamExt;
+
 use crate::config::Config;
-use crate::csv_output::write_csv;
-use crate::domain::{Finalisation, Request, RequestKey, RequestStatus, Row, output_csv_key};
+use crate::csv_output::OutputCsv;
+use crate::domain::{Finalisation, Request, RequestKey, RequestStatus, output_csv_key};
 use crate::error::{Error, Result};
 use crate::fault::Faults;
 use crate::ports::{BlobStore, Clock, DeliveryQueue, RequestStore, RowStore, WebhookDelivery};
-
-/// Rows read per query when a whole request is walked.
-pub const ROWS_PER_PAGE: i64 = 1000;
-
-/// Every row of a request in serial order, read page by page.
-pub async fn all_rows(rows: &dyn RowStore, id: &RequestKey) -> Result<Vec<Row>> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let page = rows.rows_page(id, after, ROWS_PER_PAGE).await?;
-        let Some(last) = page.last() else { return Ok(all) };
-        after = Some(last.serial_number);
-        let full = page.len() as i64 == ROWS_PER_PAGE;
-        all.extend(page);
-        if !full {
-            return Ok(all);
-        }
-    }
-}
 
 /// The ports finalisation uses.
 pub struct Finaliser<'a> {
@@ -99,8 +82,14 @@ impl Finaliser<'_> {
 
     async fn write(&self, id: &RequestKey, fin: &Finalisation) -> Result<bool> {
         self.faults.check("finalise.after_claim")?;
-        let rows = all_rows(self.rows, id).await?;
-        let csv = write_csv(&rows).map_err(|e| Error::Corrupt(format!("output CSV: {e}")))?;
+        // Row by row from one query: the finaliser holds the CSV and one batch of rows, not every row.
+        let corrupt = |e: csv::Error| Error::Corrupt(format!("output CSV: {e}"));
+        let mut csv = OutputCsv::new(Vec::new()).map_err(corrupt)?;
+        let mut rows = self.rows.rows_after(id, None).await?;
+        while let Some(row) = rows.try_next().await? {
+            csv.row(&row, &row.output_urls()).map_err(corrupt)?;
+        }
+        let csv = csv.finish().map_err(corrupt)?;
         self.blobs.put(&self.config.outputs_bucket, &fin.output_csv_key, csv, "text/csv").await?;
         self.faults.check("finalise.before_status")?;
         self.requests.finalise(id, fin).await

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 
 use crate::adapters::memory::{Checkpoint, Gate, ManualClock, MemoryBlobs, MemoryQueues, MemoryStore};
 use crate::app::App;
@@ -27,7 +28,6 @@ use crate::csv_output::write_csv;
 use crate::domain::{ImageJob, ImageResult, ImageState, RequestStatus, Timestamp, WebhookAttempt, WebhookState};
 use crate::error::{Error, Result};
 use crate::ports::Clock;
-use crate::service::finalise::all_rows;
 
 const STEPS: [&str; 9] = [
     "settle_image",
@@ -293,7 +293,7 @@ async fn check(world: &World, images: usize, faulted: bool) {
     let request = world.app.requests.get_request(id).await.unwrap().unwrap();
     assert_eq!(request.status, RequestStatus::Completed, "one final status");
     assert_eq!((request.succeeded_images, request.failed_images), (images as i64, 0), "exact counts");
-    let rows = all_rows(&*world.app.rows, id).await.unwrap();
+    let rows: Vec<_> = world.app.rows.rows_after(id, None).await.unwrap().try_collect().await.unwrap();
     for row in &rows {
         assert_eq!(row.settled_images, 1, "row {}: its image settled once", row.serial_number);
         assert!(row.images.iter().all(|s| s.state == ImageState::Succeeded && s.counted));

@@ -5,6 +5,7 @@ pub mod cursor;
 pub mod deliver;
 pub mod finalise;
 pub mod ingest;
+pub mod pages;
 pub mod process;
 pub mod reports;
 pub mod status;

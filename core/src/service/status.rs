@@ -3,20 +3,16 @@
 use serde::Serialize;
 
 use super::cursor;
-use super::finalise::all_rows;
+use super::pages::escaped_json_len;
 use super::urls::Urls;
 use crate::csv_input::RowError;
-use crate::csv_output::write_csv_with;
-use crate::domain::{ImageState, Request, RequestId, RequestKey, RequestStatus, Row, Tally};
+use crate::domain::{ImageState, Request, RequestId, RequestKey, RequestStatus, Row, Tally, Timestamp};
 use crate::error::{Error, Result};
 use crate::failure::FailureReason;
 use crate::ports::{RequestStore, RowStore};
 
 pub const DEFAULT_PAGE: i64 = 100;
 pub const MAX_PAGE: i64 = 1000;
-
-/// Largest output CSV the API returns in its body; larger ones are a redirect (Lambda responses are capped at 6 MB).
-pub const INLINE_CSV_LIMIT: usize = 5 * 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -33,8 +29,11 @@ pub struct Counts {
 pub struct ImageView {
     pub input_url: String,
     pub state: ImageState,
-    /// A URL the caller can download (presigned), once the image succeeded.
+    /// A URL the caller can download, once the image succeeded.
     pub output_url: Option<String>,
+    /// When `output_url` stops working (RFC 3339): set for presigned URLs (the private mode), `null` for URLs
+    /// under the output base URL, which do not expire.
+    pub expires_at: Option<String>,
     /// Why the image failed: a code from a closed set (`source_not_public`, `http_status`, …).
     pub reason: Option<FailureReason>,
     /// The reason's message.
@@ -78,11 +77,21 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
-/// What `GET /requests/{id}/output.csv` answers.
+/// What `GET /requests/{id}/output.csv` answers, and when the presigned URLs in it expire (`None`: they don't).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CsvDownload {
-    Inline(Vec<u8>),
-    Redirect(String),
+    /// The CSV, at most [`super::pages::INLINE_CSV_BYTES`] as Lambda's response carries it.
+    Inline { csv: String, expires_at: Option<Timestamp> },
+    /// Where the stored CSV (written by the finaliser) is: a larger CSV.
+    Redirect { url: String, expires_at: Option<Timestamp> },
+}
+
+impl CsvDownload {
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        match self {
+            Self::Inline { expires_at, .. } | Self::Redirect { expires_at, .. } => *expires_at,
+        }
+    }
 }
 
 /// The ports the status API reads (it writes nothing).
@@ -97,7 +106,8 @@ impl StatusReader<'_> {
         self.requests.get_request(id).await?.ok_or_else(|| Error::NotFound(id.id.clone()))
     }
 
-    async fn row_view(&self, row: Row) -> Result<RowView> {
+    /// A row as the API shows it; `expires_at`: when the URLs presigned for it expire ([`Urls::expires_at`]).
+    pub(super) async fn row_view(&self, row: Row, expires_at: Option<Timestamp>) -> Result<RowView> {
         let mut images = Vec::with_capacity(row.input_image_urls.len());
         for (input, slot) in row.input_image_urls.iter().zip(&row.images) {
             let output_url = match (slot.state, slot.output_key.as_deref()) {
@@ -108,7 +118,15 @@ impl StatusReader<'_> {
                 ImageState::Failed => (slot.reason, Some(slot.failure_message().to_string())),
                 _ => (None, None),
             };
-            images.push(ImageView { input_url: input.clone(), state: slot.state, output_url, reason, error });
+            let expires_at = expires_at.filter(|_| output_url.is_some()).map(Timestamp::rfc3339);
+            images.push(ImageView {
+                input_url: input.clone(),
+                state: slot.state,
+                output_url,
+                expires_at,
+                reason,
+                error,
+            });
         }
         Ok(RowView {
             serial_number: row.serial_number,
@@ -137,23 +155,12 @@ impl StatusReader<'_> {
             Some(tally) => tally,
             None => self.rows.tally(id).await?,
         };
-        let mut rows = self.rows.rows_page(id, after, limit + 1).await?;
-        let next_cursor = if rows.len() as i64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|r| cursor::rows_after(r.serial_number))
-        } else {
-            None
-        };
-        let mut views = Vec::with_capacity(rows.len());
-        for row in rows {
-            views.push(self.row_view(row).await?);
-        }
         let output_csv_url = match (&request.output_csv_key, request.status.is_final()) {
             (Some(_), true) => Some(self.urls.api(&format!("/requests/{}/output.csv", id.id))),
             _ => None,
         };
         let rejection = request.rejection.unwrap_or_default();
-        Ok(StatusView {
+        let mut view = StatusView {
             request_id: request.id,
             status: request.status,
             counts: counts(request.total_products, request.total_images, tally),
@@ -161,50 +168,30 @@ impl StatusReader<'_> {
             created_at: request.created_at.rfc3339(),
             completed_at: request.completed_at.map(|t| t.rfc3339()),
             output_csv_url,
-            rows: views,
-            next_cursor,
+            rows: Vec::new(),
+            next_cursor: None,
             errors: rejection.errors,
             error_total: rejection.total,
-        })
+        };
+        (view.rows, view.next_cursor) = self.bounded_rows(id, after, limit, escaped_json_len(&view)?).await?;
+        Ok(view)
     }
 
-    /// The output CSV with downloadable image URLs; `NotReady` while the request is running. With a public base
-    /// URL the stored CSV already has them; otherwise it is rebuilt with fresh presigned URLs (stored URLs of a
-    /// private bucket cannot be opened, and URLs presigned by a Lambda role expire with its session). Over the
-    /// inline limit it is a redirect to the stored CSV, presigned.
+    /// The output CSV with downloadable image URLs (under the output base URL, or freshly presigned: URLs presigned
+    /// by a Lambda role die with its session), built from the rows; `NotReady` while the request is running. One
+    /// over the inline limit is a redirect to the stored CSV instead (the finaliser's, with the stored URLs: durable
+    /// under a base URL, the objects' S3 URLs in the private mode), under the base URL or presigned. A GET writes
+    /// nothing, so no fresh copy is stored.
     pub async fn output_csv(&self, id: &RequestKey) -> Result<CsvDownload> {
         let request = self.load(id).await?;
         let Some(key) = request.output_csv_key.as_deref().filter(|_| request.status.is_final()) else {
             return Err(Error::NotReady(id.id.clone()));
         };
-        let bucket = &self.urls.config.outputs_bucket;
-        let csv = if self.urls.config.output_base_url.is_some() {
-            self.urls
-                .blobs
-                .get(bucket, key)
-                .await?
-                .ok_or_else(|| Error::Corrupt(format!("output CSV {key} is missing")))?
-        } else {
-            let rows = all_rows(self.rows, id).await?;
-            let mut urls = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let mut row_urls = Vec::with_capacity(row.images.len());
-                for slot in &row.images {
-                    row_urls.push(match slot.output_key.as_deref() {
-                        Some(k) => self.urls.download(k).await?,
-                        None => String::new(),
-                    });
-                }
-                urls.push(row_urls);
-            }
-            let mut next = urls.into_iter();
-            write_csv_with(&rows, |_| next.next().unwrap_or_default())
-                .map_err(|e| Error::Corrupt(format!("output CSV: {e}")))?
-        };
-        if csv.len() <= INLINE_CSV_LIMIT {
-            return Ok(CsvDownload::Inline(csv));
-        }
-        Ok(CsvDownload::Redirect(self.urls.blobs.presign_get(bucket, key, self.urls.expiry()).await?))
+        let expires_at = self.urls.expires_at();
+        Ok(match self.inline_csv(id).await? {
+            Some(csv) => CsvDownload::Inline { csv, expires_at },
+            None => CsvDownload::Redirect { url: self.urls.download(key).await?, expires_at },
+        })
     }
 }
 

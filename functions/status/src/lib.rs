@@ -119,19 +119,27 @@ async fn respond(app: &App, req: &Request, identity: &Identity) -> Result<Respon
             let body = serde_json::to_value(&view).map_err(|e| Error::Corrupt(e.to_string()))?;
             Ok(json_response(StatusCode::OK, &body).map(Body::from))
         }
-        Route::OutputCsv(id) => match app.status().output_csv(&request_key(req, identity, &id)?).await? {
-            CsvDownload::Inline(csv) => Ok(Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "text/csv; charset=utf-8")
-                .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{id}.csv\""))
-                .body(Body::from(csv))
-                .expect("static headers are valid")),
-            CsvDownload::Redirect(url) => Ok(Response::builder()
-                .status(StatusCode::SEE_OTHER)
-                .header(header::LOCATION, url)
-                .body(Body::Empty)
-                .expect("static headers are valid")),
-        },
+        Route::OutputCsv(id) => {
+            let download = app.status().output_csv(&request_key(req, identity, &id)?).await?;
+            let expires_at = download.expires_at();
+            let mut response = match download {
+                // Text, not bytes: lambda_http sends bytes base64-encoded (a third larger) in Lambda's response.
+                CsvDownload::Inline { csv, .. } => Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "text/csv; charset=utf-8")
+                    .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{id}.csv\""))
+                    .body(Body::Text(csv)),
+                CsvDownload::Redirect { url, .. } => {
+                    Response::builder().status(StatusCode::SEE_OTHER).header(header::LOCATION, url).body(Body::Empty)
+                }
+            }
+            .expect("static headers are valid");
+            if let Some(at) = expires_at {
+                let value = header::HeaderValue::from_str(&at.rfc3339()).expect("an RFC 3339 date is a valid header");
+                response.headers_mut().insert(URLS_EXPIRE_AT, value);
+            }
+            Ok(response)
+        }
         Route::WebhookKey => {
             let body = serde_json::to_value(imgpipe_core::webhook::key_view(&app.config, &identity.tenant)?)
                 .map_err(|e| Error::Corrupt(e.to_string()))?;
@@ -139,6 +147,10 @@ async fn respond(app: &App, req: &Request, identity: &Identity) -> Result<Respon
         }
     }
 }
+
+/// The header of an output CSV answer whose URLs (in the CSV, or the redirect's `Location`) are presigned: when
+/// they stop working (RFC 3339). Absent when they do not expire.
+pub const URLS_EXPIRE_AT: &str = "imgpipe-urls-expire-at";
 
 /// Handles one API Gateway request. Every outcome, including errors, is an HTTP response.
 pub async fn handle(app: &App, req: Request) -> Response<Body> {

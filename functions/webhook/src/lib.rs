@@ -16,21 +16,10 @@ pub async fn handle(app: &App, event: SqsEvent) -> SqsBatchResponse {
 
 /// `false`: the message stays on the queue (the next attempt, after the delay it was postponed by).
 async fn handle_record(app: &App, record: SqsMessage) -> bool {
-    let delivery = match serde_json::from_str::<WebhookDelivery>(record.body.as_deref().unwrap_or_default()) {
-        Ok(d) if d.schema == WebhookDelivery::SCHEMA => d,
-        Ok(d) => {
-            tracing::error!(
-                messageId = record.message_id.as_deref(),
-                schema = d.schema,
-                reads = WebhookDelivery::SCHEMA,
-                "delivery of another schema; it will reach the dead-letter queue"
-            );
-            return false;
-        }
-        Err(e) => {
-            tracing::error!(messageId = record.message_id.as_deref(), error = %e, "unreadable delivery; it will reach the dead-letter queue");
-            return false;
-        }
+    let Some(delivery) =
+        imgpipe_lambda::versioned_body(&record, WebhookDelivery::SCHEMA, |d: &WebhookDelivery| d.schema)
+    else {
+        return false;
     };
     let received = Received {
         receive_count: imgpipe_lambda::receive_count(&record),

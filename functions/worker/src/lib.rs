@@ -17,22 +17,8 @@ pub async fn handle(app: &App, event: SqsEvent) -> SqsBatchResponse {
 }
 
 async fn handle_record(app: &App, record: SqsMessage) -> bool {
-    let body = record.body.as_deref().unwrap_or_default();
-    let job = match serde_json::from_str::<ImageJob>(body) {
-        Ok(job) if job.schema == ImageJob::SCHEMA => job,
-        Ok(job) => {
-            tracing::error!(
-                messageId = record.message_id.as_deref(),
-                schema = job.schema,
-                reads = ImageJob::SCHEMA,
-                "message of another schema; it will reach the dead-letter queue"
-            );
-            return false;
-        }
-        Err(e) => {
-            tracing::error!(messageId = record.message_id.as_deref(), error = %e, "unreadable message; it will reach the dead-letter queue");
-            return false;
-        }
+    let Some(job) = imgpipe_lambda::versioned_body(&record, ImageJob::SCHEMA, |job: &ImageJob| job.schema) else {
+        return false;
     };
     match app.worker().process_job(&job).await {
         Ok(_) => true,

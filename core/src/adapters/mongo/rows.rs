@@ -1,7 +1,7 @@
 //! `RequestData`: a request's rows and the exactly-once settlement of each image.
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::doc;
 use mongodb::options::ReturnDocument;
 
@@ -9,7 +9,7 @@ use super::docs::{RowDoc, bson_date};
 use super::{MongoStore, aggregate, as_i64, insert_missing};
 use crate::domain::{ImageJob, ImageResult, RequestKey, Row, Tally, Timestamp};
 use crate::error::{Error, Result};
-use crate::ports::RowStore;
+use crate::ports::{ROW_BATCH, RowStore, RowStream};
 
 fn slot(job: &ImageJob, field: &str) -> String {
     format!("images.{}.{field}", job.index)
@@ -42,6 +42,15 @@ impl RowStore for MongoStore {
         let cursor = self.rows.find(filter).sort(doc! {"serialNumber": 1}).limit(limit).await?;
         let docs: Vec<RowDoc> = cursor.try_collect().await?;
         docs.into_iter().map(Row::try_from).collect()
+    }
+
+    async fn rows_after(&self, key: &RequestKey, after: Option<i64>) -> Result<RowStream> {
+        let mut filter = doc! {"tenantId": key.tenant.as_str(), "requestId": key.id.as_str()};
+        if let Some(after) = after {
+            filter.insert("serialNumber", doc! {"$gt": after});
+        }
+        let cursor = self.rows.find(filter).sort(doc! {"serialNumber": 1}).batch_size(ROW_BATCH).await?;
+        Ok(cursor.map_err(Error::from).and_then(|doc| async move { Row::try_from(doc) }).boxed())
     }
 
     async fn settle_image(&self, job: &ImageJob, result: &ImageResult) -> Result<Option<Row>> {

@@ -1,0 +1,88 @@
+//! The status function's answers about one request in a fresh process, for the memory test of
+//! tests/tests/status_bounds.rs: the process's resident set counts everything the function holds while it answers.
+//!
+//!   status-rss REQUEST_ID
+//!
+//! Builds the app from the environment (`IMGPIPE_*`, as the Lambda function does), resets the peak-RSS mark
+//! (`/proc/self/clear_refs`) once the clients exist, then, as the test tenant, GETs `/requests/{id}/output.csv` and
+//! walks every page of `/requests/{id}?limit=1000` by `nextCursor`. Prints one JSON line: `rss_before_kib`,
+//! `peak_kib`, the CSV answer's `csv_status` and `csv_bytes`, `pages`, `rows`, `images` (with an output URL),
+//! `max_page_bytes`, and every serial number seen out of order or twice as `disorder` (a count).
+
+use imgpipe_core::App;
+use imgpipe_core::telemetry::peak_rss_kib;
+use imgpipe_tests::Caller;
+use lambda_http::Body;
+
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let value = status.lines().find_map(|l| l.strip_prefix(field)).unwrap_or_else(|| panic!("no {field}"));
+    value.trim().trim_end_matches("kB").trim().parse().expect("a number of kB")
+}
+
+async fn get(app: &App, path: &str) -> http::Response<Body> {
+    let req = http::Request::builder().method("GET").uri(path).body(Body::Empty).expect("a request");
+    imgpipe_status::handle(app, Caller::test().authorize(app, req)).await
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let id = std::env::args().nth(1).expect("usage: status-rss REQUEST_ID");
+    let app = App::from_env().await.expect("the app from IMGPIPE_* variables");
+    // One answer first, so that the clients and their connection pools exist before the mark is reset.
+    let unknown = format!("/requests/{}", uuid::Uuid::now_v7());
+    assert_eq!(get(&app, &unknown).await.status(), 404);
+    // Linux ≥ 4.0: writing 5 resets VmHWM to the current resident set.
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS (/proc/self/clear_refs)");
+    let rss_before_kib = status_kib("VmRSS:");
+
+    let csv = get(&app, &format!("/requests/{id}/output.csv")).await;
+    let (csv_status, csv_bytes) = (csv.status().as_u16(), csv.body().len());
+    drop(csv);
+
+    let (mut pages, mut rows, mut images, mut max_page_bytes, mut disorder) = (0u64, 0u64, 0u64, 0usize, 0u64);
+    let mut last_serial = i64::MIN;
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/requests/{id}?limit=1000&cursor={c}"),
+            None => format!("/requests/{id}?limit=1000"),
+        };
+        let page = get(&app, &path).await;
+        assert_eq!(page.status(), 200, "{path}: {:?}", String::from_utf8_lossy(page.body()));
+        max_page_bytes = max_page_bytes.max(page.body().len());
+        let body: serde_json::Value = serde_json::from_slice(page.body()).expect("a JSON page");
+        pages += 1;
+        for row in body["rows"].as_array().expect("rows") {
+            let serial = row["serialNumber"].as_i64().expect("serialNumber");
+            if serial <= last_serial {
+                disorder += 1;
+            }
+            last_serial = serial;
+            rows += 1;
+            let with_url = row["images"].as_array().expect("images").iter().filter(|i| i["outputUrl"].is_string());
+            images += with_url.count() as u64;
+        }
+        match body["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+        // A walk of a request ends: at most one page per row.
+        assert!(pages <= rows + 1, "pages without rows");
+    }
+    let peak_kib = peak_rss_kib().expect("VmHWM");
+    println!(
+        "{}",
+        serde_json::json!({
+            "rss_before_kib": rss_before_kib,
+            "peak_kib": peak_kib,
+            "csv_status": csv_status,
+            "csv_bytes": csv_bytes,
+            "pages": pages,
+            "rows": rows,
+            "images": images,
+            "max_page_bytes": max_page_bytes,
+            "disorder": disorder,
+        })
+    );
+}
