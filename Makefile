@@ -53,7 +53,7 @@ build: ## build the functions for Lambda with sam + cargo lambda (ARCH=arm64 def
 
 .PHONY: deploy check-deploy
 
-deploy: build ## deploy to AWS with sam deploy --guided (docs/deploy.md); deploy the ARCH you built
+deploy: build ## deploy to AWS with sam deploy --guided (README, "Deploy"); deploy the ARCH you built
 	PATH="$(CURDIR)/.stack/deploy-venv/bin:$$PATH" sam deploy --guided --parameter-overrides Architecture=$(or $(ARCH),arm64)
 
 check-deploy: ## offline checks: cfn-lint, sam validate --lint, sam build (x86_64), a bootstrap per function
