@@ -13,12 +13,6 @@ use std::io::Read;
 use imgpipe_core::compress::{CompressLimits, compress, plan};
 use imgpipe_core::telemetry::peak_rss_kib;
 
-fn status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let value = status.lines().find_map(|l| l.strip_prefix(field)).unwrap_or_else(|| panic!("no {field}"));
-    value.trim().trim_end_matches("kB").trim().parse().expect("a number of kB")
-}
-
 fn main() {
     let args: Vec<u64> = std::env::args().skip(1).map(|a| a.parse().expect("MAX_PIXELS MAX_DIMENSION")).collect();
     let [max_pixels, max_dimension, max_decode_bytes] = args[..] else {
@@ -30,9 +24,7 @@ fn main() {
     std::io::stdin().read_to_end(&mut input).expect("read stdin");
     input.shrink_to_fit();
     let planned = plan(&input, limits);
-    // Linux ≥ 4.0: writing 5 resets VmHWM to the current resident set.
-    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS (/proc/self/clear_refs)");
-    let rss_before_kib = status_kib("VmRSS:");
+    let rss_before_kib = imgpipe_tests::reset_peak_rss();
     let result = compress(&input, 50, limits);
     let peak_kib = peak_rss_kib().expect("VmHWM");
     let mut report = serde_json::json!({ "rss_before_kib": rss_before_kib, "peak_kib": peak_kib });

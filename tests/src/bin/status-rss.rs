@@ -14,12 +14,6 @@ use imgpipe_core::telemetry::peak_rss_kib;
 use imgpipe_tests::Caller;
 use lambda_http::Body;
 
-fn status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let value = status.lines().find_map(|l| l.strip_prefix(field)).unwrap_or_else(|| panic!("no {field}"));
-    value.trim().trim_end_matches("kB").trim().parse().expect("a number of kB")
-}
-
 async fn get(app: &App, path: &str) -> http::Response<Body> {
     let req = http::Request::builder().method("GET").uri(path).body(Body::Empty).expect("a request");
     imgpipe_status::handle(app, Caller::test().authorize(app, req)).await
@@ -32,9 +26,7 @@ async fn main() {
     // One answer first, so that the clients and their connection pools exist before the mark is reset.
     let unknown = format!("/requests/{}", uuid::Uuid::now_v7());
     assert_eq!(get(&app, &unknown).await.status(), 404);
-    // Linux ≥ 4.0: writing 5 resets VmHWM to the current resident set.
-    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS (/proc/self/clear_refs)");
-    let rss_before_kib = status_kib("VmRSS:");
+    let rss_before_kib = imgpipe_tests::reset_peak_rss();
 
     let csv = get(&app, &format!("/requests/{id}/output.csv")).await;
     let (csv_status, csv_bytes) = (csv.status().as_u16(), csv.body().len());
