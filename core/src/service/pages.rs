@@ -118,20 +118,27 @@ impl StatusReader<'_> {
     /// The output CSV with downloadable URLs, built row by row; `None` once it passes [`INLINE_CSV_BYTES`] (what
     /// was built so far is dropped: it never holds more than the limit and one row).
     pub(super) async fn inline_csv(&self, id: &RequestKey) -> Result<Option<String>> {
-        let corrupt = |e: csv::Error| Error::Corrupt(format!("output CSV: {e}"));
         let mut capped = Capped { bytes: Vec::new(), escaped: 0, limit: INLINE_CSV_BYTES, over: false };
-        let mut csv = OutputCsv::new(&mut capped).map_err(corrupt)?;
+        let written = self.write_csv(id, &mut capped).await;
+        if capped.over {
+            // The writer's error is the cap refusing to grow, not a fault.
+            return Ok(None);
+        }
+        written?;
+        String::from_utf8(capped.bytes).map(Some).map_err(|e| Error::Corrupt(format!("output CSV: {e}")))
+    }
+
+    /// Writes the output CSV of `id` into `out`, row by row.
+    async fn write_csv(&self, id: &RequestKey, out: &mut impl Write) -> Result<()> {
+        let corrupt = |e: csv::Error| Error::Corrupt(format!("output CSV: {e}"));
+        let mut csv = OutputCsv::new(out).map_err(corrupt)?;
         let mut rows = self.rows.rows_after(id, None).await?;
         while let Some(row) = rows.try_next().await? {
             let urls = self.csv_urls(&row).await?;
-            if let Err(e) = csv.row(&row, &urls) {
-                return if csv_over(&e) { Ok(None) } else { Err(corrupt(e)) };
-            }
+            csv.row(&row, &urls).map_err(corrupt)?;
         }
-        if let Err(e) = csv.finish() {
-            return if csv_over(&e) { Ok(None) } else { Err(corrupt(e)) };
-        }
-        String::from_utf8(capped.bytes).map(Some).map_err(|e| Error::Corrupt(format!("output CSV: {e}")))
+        csv.finish().map_err(corrupt)?;
+        Ok(())
     }
 
     /// A row's downloadable output URLs, aligned with its inputs (empty where an image has no output).
@@ -145,11 +152,6 @@ impl StatusReader<'_> {
         }
         Ok(urls)
     }
-}
-
-/// Whether a CSV error is [`Capped`] refusing to grow.
-fn csv_over(e: &csv::Error) -> bool {
-    matches!(e.kind(), csv::ErrorKind::Io(io) if io.to_string() == "over the inline limit")
 }
 
 #[cfg(test)]
