@@ -13,6 +13,30 @@ use imgpipe_core::App;
 use imgpipe_core::telemetry::peak_rss_kib;
 use imgpipe_tests::Caller;
 use lambda_http::Body;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+/// What the walk reads of a page: serial numbers, which images have an output URL, the cursor. Everything else is
+/// skipped unread, so that the walk's own memory (this process's too) stays small beside the function's.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Page {
+    rows: Vec<PageRow>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PageRow {
+    serial_number: i64,
+    images: Vec<PageImage>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PageImage {
+    output_url: Option<IgnoredAny>,
+}
 
 async fn get(app: &App, path: &str) -> http::Response<Body> {
     let req = http::Request::builder().method("GET").uri(path).body(Body::Empty).expect("a request");
@@ -43,20 +67,19 @@ async fn main() {
         let page = get(&app, &path).await;
         assert_eq!(page.status(), 200, "{path}: {:?}", String::from_utf8_lossy(page.body()));
         max_page_bytes = max_page_bytes.max(page.body().len());
-        let body: serde_json::Value = serde_json::from_slice(page.body()).expect("a JSON page");
+        let body: Page = serde_json::from_slice(page.body()).expect("a JSON page");
+        drop(page);
         pages += 1;
-        for row in body["rows"].as_array().expect("rows") {
-            let serial = row["serialNumber"].as_i64().expect("serialNumber");
-            if serial <= last_serial {
+        for row in &body.rows {
+            if row.serial_number <= last_serial {
                 disorder += 1;
             }
-            last_serial = serial;
+            last_serial = row.serial_number;
             rows += 1;
-            let with_url = row["images"].as_array().expect("images").iter().filter(|i| i["outputUrl"].is_string());
-            images += with_url.count() as u64;
+            images += row.images.iter().filter(|i| i.output_url.is_some()).count() as u64;
         }
-        match body["nextCursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
+        match body.next_cursor {
+            Some(next) => cursor = Some(next),
             None => break,
         }
         // A walk of a request ends: at most one page per row.
