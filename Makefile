@@ -14,7 +14,7 @@ help: ## list the targets
 
 stack: ## install (once) and start S3 (imgpipe-local-s3), SQS (ElasticMQ) and MongoDB (FerretDB) on 127.0.0.1, then migrate
 	bash scripts/stack/start.sh
-	$(WITH_STACK) set -a && source scripts/local.env && set +a && cargo run --locked -q -p imgpipe-admin -- migrate >/dev/null
+	$(WITH_STACK) set -a && source scripts/local.env && set +a && "$$(bash scripts/bins.sh)/imgpipe-admin" migrate >/dev/null
 
 stop: ## stop the local runner and the stack servers started by these scripts
 	bash scripts/local.sh stop || true
@@ -34,7 +34,7 @@ local: stack ## serve the API on http://127.0.0.1:3000 and run the worker from S
 	$(WITH_STACK) bash scripts/local.sh run
 
 bench-ingest: stack ## time the acceptance of a 10,000-row, 30,000-URL CSV on the local stack
-	$(WITH_STACK) set -a && source scripts/local.env && set +a && cargo run --locked -q -p imgpipe-local -- bench-ingest 10000 3
+	$(WITH_STACK) set -a && source scripts/local.env && set +a && "$$(bash scripts/bins.sh)/imgpipe-local" bench-ingest 10000 3
 
 bench-pipeline: stack ## the load run: 2,000-image request + 7 more through 4 worker loops; prints throughput
 	$(WITH_STACK) IMGPIPE_LOAD_IMAGES=2000 cargo test --locked -p imgpipe-tests --test faults load_run -- --nocapture
@@ -42,7 +42,7 @@ bench-pipeline: stack ## the load run: 2,000-image request + 7 more through 4 wo
 capacity: stack ## measure MongoDB ops per image (bench-hotspot), then the capacity model and monthly cost; SHORT=1 in CI
 	mkdir -p .bench
 	$(WITH_STACK) set -a && source scripts/local.env && set +a && \
-	  RUST_LOG=warn cargo run --locked -q -p imgpipe-local -- bench-hotspot $(if $(SHORT),300 20 16,2000 80 1$(comma)16) .bench/hotspot.json
+	  RUST_LOG=warn "$$(bash scripts/bins.sh)/imgpipe-local" bench-hotspot $(if $(SHORT),300 20 16,2000 80 1$(comma)16) .bench/hotspot.json
 	python3 scripts/capacity.py --hotspot .bench/hotspot.json $(if $(SHORT),--short,)
 
 bench-codec: ## compress a 1-24 MP photo corpus with imgpipe and Pillow side by side: MP/s, bytes, SSIMULACRA2, RSS

@@ -26,9 +26,9 @@ venv .stack/contract-venv schemathesis==4.32.5
 venv .stack/contract-check-venv openapi-core==0.23.1
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-bin="${CARGO_TARGET_DIR:-target}"/debug/imgpipe-local
-admin="${CARGO_TARGET_DIR:-target}"/debug/imgpipe-admin
-cargo build --locked -q -p imgpipe-local -p imgpipe-admin
+bins="$(bash scripts/bins.sh)"
+bin="$bins/imgpipe-local"
+admin="$bins/imgpipe-admin"
 mkdir -p .stack/logs
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done' EXIT

@@ -19,12 +19,12 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== building and starting the local runner (API $api, worker loops on SQS)"
-cargo build --locked -q -p imgpipe-local -p imgpipe-cli
-"${CARGO_TARGET_DIR:-target}"/debug/imgpipe-local samples .stack/demo-images >/dev/null
+bins="$(bash scripts/bins.sh)"
+"$bins/imgpipe-local" samples .stack/demo-images >/dev/null
 python3 -m http.server "$images_port" --bind 127.0.0.1 --directory .stack/demo-images >/dev/null 2>&1 &
 images_pid=$!
 bash scripts/local.sh start
-local_bin="${CARGO_TARGET_DIR:-target}"/debug/imgpipe-local
+local_bin="$bins/imgpipe-local"
 echo "== the tenant demo and its OAuth client (imgpipe-local client --tenant demo)"
 set -a; source <("$local_bin" client --tenant demo --scope upload,read); set +a
 export XDG_CACHE_HOME="$root/.stack/cache" # the CLI's token cache: in the project, not in your home
@@ -34,10 +34,10 @@ for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$images_port/hat-
 
 echo "== imgpipe submit samples/products.csv --wait (the CLI client: token, upload, progress, output CSV)"
 rm -rf "$out"; mkdir -p "$out"
-"${CARGO_TARGET_DIR:-target}"/debug/imgpipe --api-url "$api" submit samples/products.csv --wait --interval-ms 300 --timeout-secs 120 \
+"$bins/imgpipe" --api-url "$api" submit samples/products.csv --wait --interval-ms 300 --timeout-secs 120 \
   --out "$out/output.csv" | tee "$out/submit.log"
 id="$(head -n 1 "$out/submit.log")"
-"${CARGO_TARGET_DIR:-target}"/debug/imgpipe --api-url "$api" status "$id"
+"$bins/imgpipe" --api-url "$api" status "$id"
 full="$(curl -fsS -H "Authorization: Bearer $token" "$api/requests/$id")"
 echo "$full" | python3 -m json.tool >"$out/status.json"
 echo "== output CSV ($out/output.csv)"
@@ -81,5 +81,5 @@ while True:
     time.sleep(0.3)
 PY
 )"
-"${CARGO_TARGET_DIR:-target}"/debug/imgpipe --api-url "$api" status "$drop_id"
+"$bins/imgpipe" --api-url "$api" status "$drop_id"
 echo "== done: request $id (API upload) and request $drop_id (S3 drop) completed"

@@ -9,7 +9,6 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 pidfile=.stack/pids/local.pid
 log=.stack/logs/local.log
-bin="${CARGO_TARGET_DIR:-target}"/debug/imgpipe-local
 
 running() { [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null && grep -q imgpipe-local "/proc/$(cat "$pidfile")/cmdline" 2>/dev/null; }
 
@@ -30,7 +29,7 @@ set -a
 # shellcheck source=local.env
 source scripts/local.env
 set +a
-cargo build --locked -q -p imgpipe-local
+bin="$(bash scripts/bins.sh)/imgpipe-local"
 
 case "${1:-run}" in
   run)

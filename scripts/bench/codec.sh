@@ -11,6 +11,10 @@ short=""
 [[ "${1:-}" == "--short" ]] && short="--short"
 bash scripts/stack/nasm.sh # libjpeg-turbo's x86-64 SIMD; without nasm the build silently falls back to C
 corpus="$(bash scripts/bench/corpus.sh $short)"
-profile=(--release)
-[[ -n "$short" ]] && profile=()
-cargo run --locked -q "${profile[@]}" -p imgpipe-bench -- codec --corpus "$corpus" --python "$BENCH_VENV/bin/python" $short
+if [[ -n "$short" ]]; then
+  bench="$(bash scripts/bins.sh)/imgpipe-bench" # the dev build `make test` made (scripts/bins.sh)
+else
+  cargo build --locked -q --release -p imgpipe-bench
+  bench="${CARGO_TARGET_DIR:-$PWD/target}/release/imgpipe-bench"
+fi
+"$bench" codec --corpus "$corpus" --python "$BENCH_VENV/bin/python" $short

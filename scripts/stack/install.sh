@@ -26,14 +26,15 @@ install_venv() {
 }
 
 # ---------------------------------------------------------------- S3: imgpipe-local-s3
-# Built from the workspace (debug profile, like the tests); cargo's own freshness check keeps a second run at about
-# a second. Copied into .stack/bin (replaced by rename, so a running server keeps its file) for the pid check.
+# Built with the workspace's other binaries (scripts/bins.sh: debug profile, one feature set shared with the tests,
+# so its dependencies are compiled once for both); cargo's own freshness check keeps a second run at about a second.
+# Copied into .stack/bin (replaced by rename, so a running server keeps its file) for the pid check.
 install_local_s3() {
-  local target="${CARGO_TARGET_DIR:-$STACK_ROOT/target}" bin="$BIN_DIR/imgpipe-local-s3"
-  log "local-s3: cargo build -p imgpipe-local-s3 (minutes on a fresh clone, about a second once built)"
-  (cd "$STACK_ROOT" && cargo build --locked -q -p imgpipe-local-s3 --bin imgpipe-local-s3)
-  if ! cmp -s "$target/debug/imgpipe-local-s3" "$bin"; then
-    cp "$target/debug/imgpipe-local-s3" "$bin.tmp" && mv "$bin.tmp" "$bin"
+  local built bin="$BIN_DIR/imgpipe-local-s3"
+  log "local-s3: scripts/bins.sh, the workspace's binaries (minutes on a fresh clone, about a second once built)"
+  built="$(bash "$STACK_ROOT/scripts/bins.sh")/imgpipe-local-s3"
+  if ! cmp -s "$built" "$bin"; then
+    cp "$built" "$bin.tmp" && mv "$bin.tmp" "$bin"
     log "local-s3: installed $bin"
   else
     log "local-s3: present ($bin)"

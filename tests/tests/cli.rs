@@ -1,8 +1,9 @@
 //! The `imgpipe` command-line client (crate `cli/`), run as a real process against the local runner started
 //! in-process here (the same `serve_api` and `run_worker` as `make local`) on this test's isolated stack.
 //!
-//! The binary is built once per test run with `cargo build -p imgpipe-cli` (binaries of other packages are not
-//! built by `cargo test -p imgpipe-tests`), and its path is taken from cargo's own JSON messages.
+//! The binary is built once per test run with `cargo build --workspace --bin imgpipe` (binaries of other packages
+//! are not built by `cargo test`; `--workspace` gives it the test build's features, as scripts/bins.sh explains, so
+//! no dependency is compiled again), and its path is taken from cargo's own JSON messages.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -26,12 +27,12 @@ fn cli_binary() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let log = std::env::temp_dir().join(format!("imgpipe-cli-build-{}.json", uuid::Uuid::new_v4().simple()));
         let mut child = std::process::Command::new(cargo)
-            .args(["build", "-q", "-p", "imgpipe-cli", "--bin", "imgpipe", "--message-format=json"])
+            .args(["build", "-q", "--locked", "--workspace", "--bin", "imgpipe", "--message-format=json"])
             .current_dir(&workspace)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .spawn()
-            .expect("run cargo build -p imgpipe-cli");
+            .expect("run cargo build --bin imgpipe");
         let deadline = Instant::now() + Duration::from_secs(900);
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -39,14 +40,14 @@ fn cli_binary() -> &'static Path {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("cargo build -p imgpipe-cli did not finish within 15 minutes");
+                panic!("cargo build --bin imgpipe did not finish within 15 minutes");
             }
             // Polling the build (bounded by the deadline above).
             std::thread::sleep(Duration::from_millis(200));
         };
         let messages = std::fs::read_to_string(&log).unwrap();
         let _ = std::fs::remove_file(&log);
-        assert!(status.success(), "cargo build -p imgpipe-cli failed");
+        assert!(status.success(), "cargo build --bin imgpipe failed");
         let exe = messages
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
