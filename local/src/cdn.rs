@@ -5,6 +5,10 @@
 //!
 //! The local configuration (`scripts/local.env`) makes `http://$IMGPIPE_LOCAL_ADDR/cdn` the output base URL, so
 //! the stored `outputImageUrls` and the output CSV carry URLs that keep working as long as the runner runs.
+//!
+//! It reads the bucket with an S3 client of its own (built as the app's S3 adapter builds one), not through the
+//! app's `BlobStore` port: the distribution is not part of the app on AWS either, it reads its origin directly, and
+//! it streams objects, which the functions never need (the port's reads are whole or capped bodies).
 
 use aws_sdk_s3::error::DisplayErrorContext;
 use axum::body::Body;
