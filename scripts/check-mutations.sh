@@ -6,6 +6,9 @@
 #
 #   scripts/check-mutations.sh [PATCH...]    (default: every patch; run through make, which exports .stack/env)
 #
+# Headers select with `--workspace` (`--test NAME`, or `--lib FILTER` for a crate's unit tests), not `-p PACKAGE`:
+# cargo resolves dependency features per set of selected packages, so a `-p` build compiles the dependencies again
+# with that package's features alone, while `--workspace` reuses the test build's (scripts/bins.sh).
 # The scratch copy lives in the cargo target directory and shares it, so only the crates a patch touches rebuild.
 # Its files are updated by content (a changed file gets a new mtime, an unchanged one keeps its own), and every
 # patch is reverted with `git apply -R`, so cargo never reuses a build of a mutated file.
