@@ -37,7 +37,7 @@ bench-ingest: stack ## time the acceptance of a 10,000-row, 30,000-URL CSV on th
 	$(WITH_STACK) set -a && source scripts/local.env && set +a && "$$(bash scripts/bins.sh)/imgpipe-local" bench-ingest 10000 3
 
 bench-pipeline: stack ## the load run: 2,000-image request + 7 more through 4 worker loops; prints throughput
-	$(WITH_STACK) IMGPIPE_LOAD_IMAGES=2000 cargo test --locked -p imgpipe-tests --test faults load_run -- --nocapture
+	$(WITH_STACK) IMGPIPE_LOAD_IMAGES=2000 cargo test --locked --workspace --test faults load_run -- --nocapture
 
 capacity: stack ## measure MongoDB ops per image (bench-hotspot), then the capacity model and monthly cost; SHORT=1 in CI
 	mkdir -p .bench
