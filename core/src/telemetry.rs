@@ -18,7 +18,12 @@ pub fn init() {
 /// This process's peak resident memory (`VmHWM` of `/proc/self/status`), in KiB; `None` where `/proc` is not
 /// available. The benchmarks report it.
 pub fn peak_rss_kib() -> Option<u64> {
+    status_kib("VmHWM:")
+}
+
+/// One `kB` field of `/proc/self/status` (e.g. `VmRSS:`), in KiB; `None` where it is not available.
+pub fn status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let value = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    let value = status.lines().find_map(|l| l.strip_prefix(field))?;
     value.trim().trim_end_matches("kB").trim().parse().ok()
 }

@@ -88,9 +88,7 @@ pub fn authorization() -> String {
 /// child process of a memory test measures only what follows (Linux ≥ 4.0: `5` written to `/proc/self/clear_refs`).
 pub fn reset_peak_rss() -> u64 {
     std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS (/proc/self/clear_refs)");
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let value = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS in /proc/self/status");
-    value.trim().trim_end_matches("kB").trim().parse().expect("a number of kB")
+    imgpipe_core::telemetry::status_kib("VmRSS:").expect("VmRSS in /proc/self/status")
 }
 
 /// Who a direct handler call comes from: the tenant and scopes of the token API Gateway validated.
